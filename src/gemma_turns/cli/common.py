@@ -1,0 +1,45 @@
+"""What every subcommand shares: exit codes, opening inputs, loading the tokenizer."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from typing import BinaryIO, Iterator
+
+from ..encoder import GemmaTokenizer
+from ..errors import TokenizerError
+
+EXIT_OK = 0
+EXIT_INVALID = 1
+EXIT_USAGE = 2
+
+
+class CommandError(Exception):
+    """A usage or I/O problem: printed on stderr, exit code 2."""
+
+
+@contextmanager
+def open_input(path: str) -> Iterator[BinaryIO]:
+    """The file at ``path`` in binary mode, or standard input for ``-``."""
+    if path == "-":
+        yield sys.stdin.buffer
+        return
+    try:
+        handle = open(path, "rb")
+    except OSError as error:
+        raise CommandError(f"cannot read {path!r}: {error.strerror}") from None
+    with handle:
+        yield handle
+
+
+def load_tokenizer(path: str) -> GemmaTokenizer:
+    try:
+        return GemmaTokenizer.load(path)
+    except TokenizerError as error:
+        raise CommandError(str(error)) from None
+
+
+def add_input_argument(parser) -> None:
+    parser.add_argument(
+        "input", metavar="FILE", help="JSONL file, one conversation a line ('-' for stdin)"
+    )

@@ -1,0 +1,200 @@
+"""Check chat messages and bring them into one shape: an optional system text and
+alternating user/model turns.
+
+This is the only place that knows the input conventions (``assistant`` is ``model``, a
+``system`` message may only come first, content is a string or a list of parts), so the
+formatter downstream can trust its input. Every rejection names the message index, the role
+and what was expected; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from .errors import ConversationError
+
+__all__ = ["Conversation", "Marker", "Turn", "normalize_messages"]
+
+ROLE_ALIASES = {"user": "user", "model": "model", "assistant": "model"}
+
+
+class Marker(StrEnum):
+    """Tokens the formatter places as ids, never as text. The value is the piece's text."""
+
+    START_OF_TURN = "<start_of_turn>"
+    END_OF_TURN = "<end_of_turn>"
+    START_OF_IMAGE = "<start_of_image>"
+
+
+Part = str | Marker  # a text part, or Marker.START_OF_IMAGE for an image part
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    role: str  # "user" or "model"
+    parts: tuple[Part, ...]  # content as given: text is not yet trimmed
+    message_index: int  # index of the message in the caller's list, for error messages
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """A checked conversation. ``system`` is folded into the first user turn by the formatter."""
+
+    system: str | None
+    turns: tuple[Turn, ...]
+
+    @property
+    def last_role(self) -> str:
+        return self.turns[-1].role
+
+
+def normalize_messages(messages: object) -> Conversation:
+    """Check ``messages`` (a list of ``{"role", "content"}`` mappings) and return a Conversation.
+
+    >>> normalize_messages([{"role": "assistant", "content": "hi"}])
+    Traceback (most recent call last):
+    ...
+    gemma_turns.errors.ConversationError: message 0 (assistant): ...
+    """
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+        raise ConversationError(
+            f"a conversation must be a list of messages, got {type(messages).__name__}",
+            code="bad_conversation",
+            fix='Pass a list such as [{"role": "user", "content": "Hi"}]',
+        )
+    if not messages:
+        raise ConversationError(
+            "the conversation has no messages",
+            code="empty_conversation",
+            fix="Give at least one user message",
+        )
+
+    system = None
+    start = 0
+    first_role = _role_of(messages[0], 0)
+    if first_role == "system":
+        system = _system_text(messages[0])
+        start = 1
+        if len(messages) == 1:
+            raise ConversationError(
+                "the conversation has only a system message; Gemma has no system turn, so "
+                "system text is placed inside the first user turn and there is none",
+                code="system_only",
+                message_index=0,
+                role="system",
+                fix="Add a user message after the system message",
+            )
+
+    turns = []
+    for index in range(start, len(messages)):
+        message = messages[index]
+        given_role = _role_of(message, index)
+        expected = "user" if (index - start) % 2 == 0 else "model"
+        if given_role == "system":
+            raise ConversationError(
+                "a system message may only be the first message",
+                code="misplaced_system",
+                message_index=index,
+                role="system",
+                fix="Merge its text into the first system message, or send it as a user message",
+            )
+        role = ROLE_ALIASES.get(given_role)
+        if role is None:
+            raise ConversationError(
+                f"unknown role {given_role!r}; expected one of user, model, assistant, "
+                "or system as the first message",
+                code="unknown_role",
+                message_index=index,
+                role=given_role,
+            )
+        if role != expected:
+            raise ConversationError(
+                f"roles must alternate user/model starting with user, so a {expected} "
+                f"message was expected here",
+                code="roles_not_alternating",
+                message_index=index,
+                role=given_role,
+                fix="Merge consecutive messages of the same role, or insert the missing turn",
+            )
+        turns.append(Turn(role, _content_parts(message, index, given_role), index))
+    return Conversation(system, tuple(turns))
+
+
+def _role_of(message: object, index: int) -> str:
+    if not isinstance(message, Mapping):
+        raise ConversationError(
+            f"a message must be an object with 'role' and 'content', got {type(message).__name__}",
+            code="bad_message",
+            message_index=index,
+        )
+    role = message.get("role")
+    if not isinstance(role, str):
+        raise ConversationError(
+            f"the message has no string 'role' (got {role!r})",
+            code="bad_message",
+            message_index=index,
+            fix="Set role to user, model (or assistant), or system for the first message",
+        )
+    return role
+
+
+def _content_parts(message: Mapping, index: int, role: str) -> tuple[Part, ...]:
+    if "content" not in message:
+        raise ConversationError(
+            "the message has no 'content'",
+            code="bad_content",
+            message_index=index,
+            role=role,
+            fix='Give the content as a string, or a list of {"type": "text", "text": ...} '
+            'and {"type": "image"} parts',
+        )
+    content = message["content"]
+    if isinstance(content, str):
+        return (content,)
+    if isinstance(content, Sequence) and not isinstance(content, (bytes, bytearray)):
+        return tuple(_part(part, index, role, k) for k, part in enumerate(content))
+    raise ConversationError(
+        f"content must be a string or a list of parts, got {type(content).__name__}",
+        code="bad_content",
+        message_index=index,
+        role=role,
+    )
+
+
+def _part(part: object, index: int, role: str, part_index: int) -> Part:
+    kind = part.get("type") if isinstance(part, Mapping) else None
+    if kind == "text" and isinstance(part.get("text"), str):
+        return part["text"]
+    if kind == "image":
+        return Marker.START_OF_IMAGE
+    raise ConversationError(
+        f"a content part must be {{'type': 'text', 'text': str}} or {{'type': 'image'}}, "
+        f"got {_short(part)}",
+        code="bad_content",
+        message_index=index,
+        role=role,
+        part_index=part_index,
+        fix="Other part types would be lost: convert them to text or remove them",
+    )
+
+
+def _system_text(message: Mapping) -> str:
+    """The system text, untrimmed as the official template uses it."""
+    parts = _content_parts(message, 0, "system")
+    if len(parts) == 1 and isinstance(parts[0], str):
+        return parts[0]
+    raise ConversationError(
+        f"system content must be one text (a string or a single text part), got {len(parts)} "
+        "parts; the official template keeps only the first part and would lose the rest",
+        code="bad_content",
+        message_index=0,
+        role="system",
+        fix="Join the system text into one string",
+    )
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

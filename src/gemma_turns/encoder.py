@@ -1,0 +1,489 @@
+"""Turn formatted pieces into token ids and a loss mask, through a SentencePiece model.
+
+BOS and the turn and image markers are placed as integers looked up in the model; only
+text goes through SentencePiece, so no text (``[BOS]``, ``<bos>``) can ever become BOS.
+Text between two markers is encoded as one string, as a plain ``encode`` of the whole turn
+text would see it, so for content without reserved text
+
+    encode_chat(messages).ids == [bos] + sp.encode(format_chat(messages))
+
+which the tests check on the fixture and on the real Gemma 3 tokenizer. Ids and loss mask
+are built together in one pass, so their lengths cannot diverge.
+
+This is the only module that imports sentencepiece.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import sentencepiece as spm
+
+from .conversation import Marker, normalize_messages
+from .errors import ConversationError, ReservedTokenError, TokenizerError
+from .formatter import Piece, TrainOn, render_pieces
+from .reserved import POLICIES, ReservedPolicy, ReservedText
+from .specials import SpecialTokens, find_reserved_pieces
+
+__all__ = ["ChatMode", "Encoding", "GemmaTokenizer"]
+
+ChatMode = Literal["training", "inference"]
+MASK_DTYPE = np.int8
+ID_DTYPE = np.int32
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Encoding:
+    """Token ids and the loss mask, aligned by position.
+
+    ``loss_mask[i]`` is 1 when token ``i`` is one the model must learn to produce (a model
+    turn's content and its ``<end_of_turn>``), 0 otherwise (BOS, turn headers, user turns).
+
+        text       [BOS] <start_of_turn> user \\n Hi <end_of_turn> \\n <start_of_turn> model \\n Hello <end_of_turn> \\n
+        ids          2      105         2364 107 ...     106      107      105        4368  107  ...      106       107
+        loss_mask    0       0            0   0   0       0        0        0           0    0    1        1         0
+    """
+
+    ids: np.ndarray
+    loss_mask: np.ndarray
+
+    def __post_init__(self):
+        if self.ids.shape != self.loss_mask.shape or self.ids.ndim != 1:
+            raise ValueError(
+                f"ids {self.ids.shape} and loss_mask {self.loss_mask.shape} must be 1-D "
+                "arrays of one length"
+            )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def to_dict(self) -> dict[str, list[int]]:
+        """Plain lists for JSON: ``{"input_ids": [...], "loss_mask": [...]}``."""
+        return {"input_ids": self.ids.tolist(), "loss_mask": self.loss_mask.tolist()}
+
+
+class GemmaTokenizer:
+    """A Gemma SentencePiece model with the chat format's ids resolved.
+
+    Load it with :meth:`load` (a ``tokenizer.model`` path) or :meth:`from_bytes`. Every
+    special id comes from the model: see :attr:`specials`.
+    """
+
+    def __init__(self, model_proto: bytes, *, path: str | None = None):
+        self.path = path
+        self.sha256 = hashlib.sha256(model_proto).hexdigest()
+        self.processor = spm.SentencePieceProcessor()
+        try:
+            self.processor.LoadFromSerializedProto(model_proto)
+        except Exception as error:  # sentencepiece raises RuntimeError/OSError with C++ text
+            raise TokenizerError(
+                f"{path or 'the model'} is not a SentencePiece model ({error}); pass the "
+                "tokenizer.model file of a Gemma checkpoint",
+                path=path,
+            ) from None
+        self.vocab_size = self.processor.get_piece_size()
+        self.pieces = self.processor.id_to_piece(list(range(self.vocab_size)))
+        self.specials = SpecialTokens.from_processor(self.processor, path=path)
+        self.reserved_ids = find_reserved_pieces(self.processor, self.pieces)
+        self.reserved = ReservedText(self.reserved_ids)
+        # Text that every conversation repeats, encoded once.
+        self._constant_ids = {text: self.processor.encode(text) for text in ("\n", "model\n")}
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> GemmaTokenizer:
+        """Load a SentencePiece ``tokenizer.model`` file."""
+        path = os.fspath(path)
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read()
+        except OSError as error:
+            raise TokenizerError(
+                f"cannot read the tokenizer model {path!r}: {error.strerror}", path=path
+            ) from None
+        return cls(data, path=path)
+
+    @classmethod
+    def from_bytes(cls, model_proto: bytes) -> GemmaTokenizer:
+        return cls(model_proto)
+
+    def __repr__(self) -> str:
+        return f"GemmaTokenizer(path={self.path!r}, vocab_size={self.vocab_size}, {self.specials})"
+
+    # -- chat ---------------------------------------------------------------------------
+
+    def encode_chat(
+        self,
+        messages: object,
+        *,
+        mode: ChatMode,
+        add_generation_prompt: bool | None = None,
+        train_on: TrainOn = "all",
+        train_newline: bool = False,
+        reserved: ReservedPolicy = "refuse",
+    ) -> Encoding:
+        """Encode one conversation: BOS, then its turns, ids and loss mask together.
+
+        ``mode="inference"``: ends with the generation prompt ``<start_of_turn>model\\n`` when
+        ``add_generation_prompt`` is True (the default when the last message is from the user).
+        ``mode="training"``: the conversation must end with a model turn and have something
+        to learn; ``train_on="last"`` trains only the last model turn, ``train_newline`` also
+        trains the ``\\n`` after each trained ``<end_of_turn>``.
+        ``reserved``: what to do with content that spells a reserved token (see reserved.py).
+        """
+        _check_options(mode, train_on, reserved, add_generation_prompt)
+        plan = self._plan_chat(
+            messages,
+            mode=mode,
+            add_generation_prompt=add_generation_prompt,
+            train_on=train_on,
+            train_newline=train_newline,
+            reserved=reserved,
+        )
+        (result,) = self._assemble([plan], num_threads=1)
+        return result
+
+    def encode_chat_batch(
+        self,
+        conversations: Sequence[object],
+        *,
+        mode: ChatMode,
+        add_generation_prompt: bool | None = None,
+        train_on: TrainOn = "all",
+        train_newline: bool = False,
+        reserved: ReservedPolicy = "refuse",
+        num_threads: int | None = None,
+    ) -> list[Encoding]:
+        """Encode many conversations with one threaded SentencePiece call.
+
+        Raises the first ConversationError, with ``record`` set to the conversation's index;
+        use :meth:`try_encode_chat_batch` to get every error instead.
+        """
+        return self._encode_chats(
+            conversations,
+            mode=mode,
+            add_generation_prompt=add_generation_prompt,
+            train_on=train_on,
+            train_newline=train_newline,
+            reserved=reserved,
+            num_threads=num_threads,
+            collect_errors=False,
+        )
+
+    def try_encode_chat_batch(
+        self,
+        conversations: Sequence[object],
+        *,
+        mode: ChatMode,
+        add_generation_prompt: bool | None = None,
+        train_on: TrainOn = "all",
+        train_newline: bool = False,
+        reserved: ReservedPolicy = "refuse",
+        num_threads: int | None = None,
+    ) -> list[Encoding | ConversationError]:
+        """Like :meth:`encode_chat_batch`, but a conversation that cannot be encoded gives its
+        ConversationError (``record`` set to its index) in its place, so nothing is lost."""
+        return self._encode_chats(
+            conversations,
+            mode=mode,
+            add_generation_prompt=add_generation_prompt,
+            train_on=train_on,
+            train_newline=train_newline,
+            reserved=reserved,
+            num_threads=num_threads,
+            collect_errors=True,
+        )
+
+    # -- pretraining text ---------------------------------------------------------------
+
+    def encode_pt(
+        self, text: str, *, add_eos: bool = True, reserved: ReservedPolicy = "refuse"
+    ) -> Encoding:
+        """Encode a plain text as ``[BOS] text [EOS]`` (PT models end a text with ``<eos>``).
+
+        ``add_eos=False`` gives a PT prompt. The loss mask covers the text and EOS.
+        """
+        _check_reserved(reserved)
+        (result,) = self._assemble([self._plan_pt(text, add_eos, reserved)], num_threads=1)
+        return result
+
+    def encode_pt_batch(
+        self,
+        texts: Sequence[str],
+        *,
+        add_eos: bool = True,
+        reserved: ReservedPolicy = "refuse",
+        num_threads: int | None = None,
+    ) -> list[Encoding]:
+        """:meth:`encode_pt` for many texts, with one threaded SentencePiece call.
+
+        Raises the first ConversationError, with ``record`` set to the text's index."""
+        return self._encode_pts(texts, add_eos, reserved, num_threads, collect_errors=False)
+
+    def try_encode_pt_batch(
+        self,
+        texts: Sequence[str],
+        *,
+        add_eos: bool = True,
+        reserved: ReservedPolicy = "refuse",
+        num_threads: int | None = None,
+    ) -> list[Encoding | ConversationError]:
+        """Like :meth:`encode_pt_batch`, with each failing text's error in its place."""
+        return self._encode_pts(texts, add_eos, reserved, num_threads, collect_errors=True)
+
+    # -- plain text ----------------------------------------------------------------------
+
+    def encode_text(self, text: str, *, reserved: ReservedPolicy = "refuse") -> list[int]:
+        """Ids of ``text`` alone: no BOS, no markers. ``reserved`` as in :meth:`encode_chat`."""
+        plan = _Plan(self)
+        plan.add_text([Piece(text, False, None, None, 0, "text")], reserved)
+        return self._assemble([plan], 1)[0].ids.tolist()
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """The text of ``ids``; BOS, EOS and PAD decode to nothing."""
+        return self.processor.decode([int(i) for i in ids])
+
+    def piece(self, token_id: int) -> str:
+        return self.pieces[token_id]
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _encode_chats(
+        self,
+        conversations,
+        *,
+        mode,
+        add_generation_prompt,
+        train_on,
+        train_newline,
+        reserved,
+        num_threads,
+        collect_errors,
+    ):
+        _check_options(mode, train_on, reserved, add_generation_prompt)
+        plans: list[_Plan | ConversationError] = []
+        for record, messages in enumerate(conversations):
+            try:
+                plans.append(
+                    self._plan_chat(
+                        messages,
+                        mode=mode,
+                        add_generation_prompt=add_generation_prompt,
+                        train_on=train_on,
+                        train_newline=train_newline,
+                        reserved=reserved,
+                    )
+                )
+            except ConversationError as error:
+                error.with_record(record)
+                if not collect_errors:
+                    raise
+                plans.append(error)
+        return self._assemble(plans, num_threads)
+
+    def _encode_pts(self, texts, add_eos, reserved, num_threads, *, collect_errors):
+        _check_reserved(reserved)
+        plans: list[_Plan | ConversationError] = []
+        for record, text in enumerate(texts):
+            try:
+                plans.append(self._plan_pt(text, add_eos, reserved))
+            except ConversationError as error:
+                error.with_record(record)
+                if not collect_errors:
+                    raise
+                plans.append(error)
+        return self._assemble(plans, num_threads)
+
+    def _plan_pt(self, text: str, add_eos: bool, reserved: ReservedPolicy) -> _Plan:
+        if not isinstance(text, str):
+            raise ConversationError(
+                f"a pretraining text must be a string, got {type(text).__name__}",
+                code="bad_content",
+            )
+        plan = _Plan(self)
+        plan.add_id(self.specials.bos, 0)
+        plan.add_text([Piece(text, True, None, None, 0, "text")], reserved)
+        if add_eos:
+            plan.add_id(self.specials.eos, 1)
+        return plan
+
+    def _plan_chat(
+        self, messages, *, mode, add_generation_prompt, train_on, train_newline, reserved
+    ) -> _Plan:
+        conversation = normalize_messages(messages)
+        last = conversation.turns[-1]
+        if add_generation_prompt is None:
+            add_generation_prompt = mode == "inference" and last.role == "user"
+        if mode == "training" and last.role != "model":
+            raise ConversationError(
+                "a training conversation must end with a model turn, the answer to learn",
+                code="nothing_to_learn",
+                message_index=last.message_index,
+                role="user",
+                fix="Add the model's answer, or encode it with mode='inference'",
+            )
+        if mode == "training":
+            _check_something_to_learn(conversation, train_on)
+        pieces = render_pieces(
+            conversation,
+            add_generation_prompt=add_generation_prompt,
+            train_on=train_on if mode == "training" else "all",
+            train_newline=train_newline,
+        )
+        plan = _Plan(self)
+        plan.add_id(self.specials.bos, 0)
+        run: list[Piece] = []
+        for piece in pieces:
+            if isinstance(piece.value, Marker):
+                plan.add_text(run, reserved)
+                run = []
+                plan.add_id(self._marker_id(piece), int(piece.trainable))
+            elif run and run[-1].trainable != piece.trainable:
+                plan.add_text(run, reserved)
+                run = [piece]
+            else:
+                run.append(piece)
+        plan.add_text(run, reserved)
+        return plan
+
+    def _marker_id(self, piece: Piece) -> int:
+        if piece.value is Marker.START_OF_TURN:
+            return self.specials.start_of_turn
+        if piece.value is Marker.END_OF_TURN:
+            return self.specials.end_of_turn
+        if self.specials.start_of_image is None:
+            raise ConversationError(
+                "the content has an image part, but this model has no <start_of_image> piece",
+                code="bad_content",
+                message_index=piece.message_index,
+                role=piece.role,
+                part_index=piece.part_index,
+                fix="Use a Gemma 3 tokenizer, or remove the image part",
+            )
+        return self.specials.start_of_image
+
+    def _assemble(self, plans: list, num_threads: int | None) -> list:
+        """One SentencePiece call for every text of every plan, then ids and masks."""
+        texts = [text for plan in plans if isinstance(plan, _Plan) for text in plan.texts]
+        kwargs = {} if num_threads is None else {"num_threads": num_threads}
+        encoded = self.processor.encode(texts, **kwargs) if texts else []
+        results = []
+        start = 0
+        for plan in plans:
+            if isinstance(plan, _Plan):
+                results.append(plan.build(encoded, start))
+                start += len(plan.texts)
+            else:
+                results.append(plan)
+        return results
+
+
+class _Plan:
+    """The ids of one sequence before its texts are encoded.
+
+    ``ops`` holds a token id (>= 0) or, for a text still to encode, ``~k`` (< 0) where ``k``
+    indexes ``texts``; ``bits`` holds each op's loss-mask bit.
+    """
+
+    __slots__ = ("tokenizer", "ops", "bits", "texts")
+
+    def __init__(self, tokenizer: GemmaTokenizer):
+        self.tokenizer = tokenizer
+        self.ops: list[int] = []
+        self.bits: list[int] = []
+        self.texts: list[str] = []
+
+    def add_id(self, token_id: int, bit: int) -> None:
+        self.ops.append(token_id)
+        self.bits.append(bit)
+
+    def add_text(self, run: list[Piece], reserved: ReservedPolicy) -> None:
+        if not run:
+            return
+        text = run[0].value if len(run) == 1 else "".join(piece.value for piece in run)
+        bit = int(run[0].trainable)
+        constant = self.tokenizer._constant_ids.get(text)
+        if constant is not None:
+            for token_id in constant:
+                self.add_id(token_id, bit)
+            return
+        if reserved != "allow":
+            found = self.tokenizer.reserved.find(text)
+            if found and reserved == "refuse":
+                offset, token = found[0]
+                raise ReservedTokenError(token, **_locate(run, offset))
+            if found:
+                for part in self.tokenizer.reserved.split_for_escape(text):
+                    self._add_encoded(part, bit)
+                return
+        self._add_encoded(text, bit)
+
+    def _add_encoded(self, text: str, bit: int) -> None:
+        self.ops.append(~len(self.texts))
+        self.bits.append(bit)
+        self.texts.append(text)
+
+    def build(self, encoded: list[list[int]], start: int) -> Encoding:
+        ids: list[int] = []
+        mask: list[int] = []
+        for op, bit in zip(self.ops, self.bits):
+            if op >= 0:
+                ids.append(op)
+                mask.append(bit)
+            else:
+                tokens = encoded[start + ~op]
+                ids.extend(tokens)
+                mask.extend([bit] * len(tokens))
+        return Encoding(np.array(ids, dtype=ID_DTYPE), np.array(mask, dtype=MASK_DTYPE))
+
+
+def _locate(run: list[Piece], offset: int) -> dict:
+    """Map a character offset in a run's joined text to the message, part and character."""
+    for piece in run:
+        if offset < len(piece.value) or piece is run[-1]:
+            return {
+                "message_index": piece.message_index,
+                "role": piece.role,
+                "part_index": piece.part_index,
+                "char_offset": piece.offset + offset,
+            }
+        offset -= len(piece.value)
+    return {}
+
+
+def _check_something_to_learn(conversation, train_on: TrainOn) -> None:
+    """A training conversation whose trained model turns are all empty teaches nothing."""
+    trained = [turn for turn in conversation.turns if turn.role == "model"]
+    if train_on == "last":
+        trained = trained[-1:]
+    if not any(isinstance(part, Marker) or part.strip() for turn in trained for part in turn.parts):
+        turn = trained[-1]
+        raise ConversationError(
+            "nothing to learn: the trained model turns have no content",
+            code="nothing_to_learn",
+            message_index=turn.message_index,
+            role="model",
+            fix="Give the model turn its answer, or drop the conversation",
+        )
+
+
+def _check_reserved(reserved) -> None:
+    if reserved not in POLICIES:
+        raise ValueError(f"reserved must be one of {', '.join(POLICIES)}, got {reserved!r}")
+
+
+def _check_options(mode, train_on, reserved, add_generation_prompt) -> None:
+    if mode not in ("training", "inference"):
+        raise ValueError(f"mode must be 'training' or 'inference', got {mode!r}")
+    if train_on not in ("all", "last"):
+        raise ValueError(f"train_on must be 'all' or 'last', got {train_on!r}")
+    _check_reserved(reserved)
+    if mode == "training" and add_generation_prompt:
+        raise ValueError(
+            "mode='training' ends with the model's answer, so add_generation_prompt=True "
+            "does not apply; use mode='inference' for a prompt"
+        )
