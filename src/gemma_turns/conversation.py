@@ -183,11 +183,11 @@ def _part(part: object, index: int, role: str, part_index: int) -> Part:
 def _system_text(message: Mapping) -> str:
     """The system text, untrimmed as the official template uses it."""
     parts = _content_parts(message, 0, "system")
-    if len(parts) == 1 and isinstance(parts[0], str):
+    if len(parts) == 1 and not isinstance(parts[0], Marker):
         return parts[0]
     raise ConversationError(
         f"system content must be one text (a string or a single text part), got {len(parts)} "
-        "parts; the official template keeps only the first part and would lose the rest",
+        "parts or an image; the official template keeps only the first part's text",
         code="bad_content",
         message_index=0,
         role="system",
