@@ -26,7 +26,7 @@ import sentencepiece as spm
 
 from .conversation import Marker, normalize_messages
 from .errors import ConversationError, ReservedTokenError, TokenizerError
-from .formatter import Piece, TrainOn, render_pieces
+from .formatter import TrainOn, content_stretches, render_runs
 from .reserved import POLICIES, ReservedPolicy, ReservedText
 from .specials import SpecialTokens, find_reserved_pieces
 
@@ -91,8 +91,17 @@ class GemmaTokenizer:
         self.specials = SpecialTokens.from_processor(self.processor, path=path)
         self.reserved_ids = find_reserved_pieces(self.processor, self.pieces)
         self.reserved = ReservedText(self.reserved_ids)
-        # Text that every conversation repeats, encoded once.
-        self._constant_ids = {text: self.processor.encode(text) for text in ("\n", "model\n")}
+        # Ids placed without SentencePiece: markers, and text that every conversation repeats.
+        specials = self.specials
+        self._marker_ids = {
+            Marker.START_OF_TURN: _ids([specials.start_of_turn]),
+            Marker.END_OF_TURN: _ids([specials.end_of_turn]),
+        }
+        if specials.start_of_image is not None:
+            self._marker_ids[Marker.START_OF_IMAGE] = _ids([specials.start_of_image])
+        self._bos = _ids([specials.bos])
+        self._eos = _ids([specials.eos])
+        self._constant_ids = {text: _ids(self.processor.encode(text)) for text in ("\n", "model\n")}
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> GemmaTokenizer:
@@ -136,15 +145,17 @@ class GemmaTokenizer:
         ``reserved``: what to do with content that spells a reserved token (see reserved.py).
         """
         _check_options(mode, train_on, reserved, add_generation_prompt)
+        texts: list[str] = []
         plan = self._plan_chat(
             messages,
+            texts,
             mode=mode,
             add_generation_prompt=add_generation_prompt,
             train_on=train_on,
             train_newline=train_newline,
             reserved=reserved,
         )
-        (result,) = self._assemble([plan], num_threads=1)
+        (result,) = self._assemble([plan], texts, num_threads=1)
         return result
 
     def encode_chat_batch(
@@ -207,8 +218,7 @@ class GemmaTokenizer:
 
         ``add_eos=False`` gives a PT prompt. The loss mask covers the text and EOS.
         """
-        _check_reserved(reserved)
-        (result,) = self._assemble([self._plan_pt(text, add_eos, reserved)], num_threads=1)
+        (result,) = self._encode_pts([text], add_eos, reserved, 1, collect_errors=False)
         return result
 
     def encode_pt_batch(
@@ -239,9 +249,11 @@ class GemmaTokenizer:
 
     def encode_text(self, text: str, *, reserved: ReservedPolicy = "refuse") -> list[int]:
         """Ids of ``text`` alone: no BOS, no markers. ``reserved`` as in :meth:`encode_chat`."""
-        plan = _Plan(self)
-        plan.add_text([Piece(text, False, None, None, 0, "text")], reserved)
-        return self._assemble([plan], 1)[0].ids.tolist()
+        _check_reserved(reserved)
+        texts: list[str] = []
+        plan = _Plan()
+        self._add_text(plan, texts, text, 0, reserved, _locate_in_text(text, self.reserved))
+        return self._assemble([plan], texts, num_threads=1)[0].ids.tolist()
 
     def decode(self, ids: Sequence[int]) -> str:
         """The text of ``ids``; BOS, EOS and PAD decode to nothing."""
@@ -251,6 +263,10 @@ class GemmaTokenizer:
         return self.pieces[token_id]
 
     # -- internals -----------------------------------------------------------------------
+    #
+    # Encoding runs in three steps: plan every sequence (check, format, find reserved text)
+    # while collecting the texts to encode; encode all texts with one threaded SentencePiece
+    # call; assemble ids and masks for the whole batch with a few numpy calls.
 
     def _encode_chats(
         self,
@@ -265,207 +281,214 @@ class GemmaTokenizer:
         collect_errors,
     ):
         _check_options(mode, train_on, reserved, add_generation_prompt)
+        texts: list[str] = []
         plans: list[_Plan | ConversationError] = []
         for record, messages in enumerate(conversations):
             try:
-                plans.append(
-                    self._plan_chat(
-                        messages,
-                        mode=mode,
-                        add_generation_prompt=add_generation_prompt,
-                        train_on=train_on,
-                        train_newline=train_newline,
-                        reserved=reserved,
-                    )
+                plan = self._plan_chat(
+                    messages,
+                    texts,
+                    mode=mode,
+                    add_generation_prompt=add_generation_prompt,
+                    train_on=train_on,
+                    train_newline=train_newline,
+                    reserved=reserved,
                 )
             except ConversationError as error:
                 error.with_record(record)
                 if not collect_errors:
                     raise
-                plans.append(error)
-        return self._assemble(plans, num_threads)
+                plan = error
+            plans.append(plan)
+        return self._assemble(plans, texts, num_threads)
 
-    def _encode_pts(self, texts, add_eos, reserved, num_threads, *, collect_errors):
+    def _encode_pts(self, texts_in, add_eos, reserved, num_threads, *, collect_errors):
         _check_reserved(reserved)
+        texts: list[str] = []
         plans: list[_Plan | ConversationError] = []
-        for record, text in enumerate(texts):
+        for record, text in enumerate(texts_in):
             try:
-                plans.append(self._plan_pt(text, add_eos, reserved))
+                plan = self._plan_pt(text, texts, add_eos, reserved)
             except ConversationError as error:
                 error.with_record(record)
                 if not collect_errors:
                     raise
-                plans.append(error)
-        return self._assemble(plans, num_threads)
+                plan = error
+            plans.append(plan)
+        return self._assemble(plans, texts, num_threads)
 
-    def _plan_pt(self, text: str, add_eos: bool, reserved: ReservedPolicy) -> _Plan:
+    def _plan_pt(self, text: str, texts: list[str], add_eos: bool, reserved) -> _Plan:
         if not isinstance(text, str):
             raise ConversationError(
                 f"a pretraining text must be a string, got {type(text).__name__}",
                 code="bad_content",
             )
-        plan = _Plan(self)
-        plan.add_id(self.specials.bos, 0)
-        plan.add_text([Piece(text, True, None, None, 0, "text")], reserved)
+        plan = _Plan()
+        plan.add(self._bos, 0)
+        self._add_text(plan, texts, text, 1, reserved, _locate_in_text(text, self.reserved))
         if add_eos:
-            plan.add_id(self.specials.eos, 1)
+            plan.add(self._eos, 1)
         return plan
 
     def _plan_chat(
-        self, messages, *, mode, add_generation_prompt, train_on, train_newline, reserved
+        self, messages, texts, *, mode, add_generation_prompt, train_on, train_newline, reserved
     ) -> _Plan:
         conversation = normalize_messages(messages)
         last = conversation.turns[-1]
         if add_generation_prompt is None:
             add_generation_prompt = mode == "inference" and last.role == "user"
-        if mode == "training" and last.role != "model":
-            raise ConversationError(
-                "a training conversation must end with a model turn, the answer to learn",
-                code="nothing_to_learn",
-                message_index=last.message_index,
-                role="user",
-                fix="Add the model's answer, or encode it with mode='inference'",
-            )
         if mode == "training":
             _check_something_to_learn(conversation, train_on)
-        pieces = render_pieces(
+        runs = render_runs(
             conversation,
             add_generation_prompt=add_generation_prompt,
             train_on=train_on if mode == "training" else "all",
             train_newline=train_newline,
         )
-        plan = _Plan(self)
-        plan.add_id(self.specials.bos, 0)
-        run: list[Piece] = []
-        for piece in pieces:
-            if isinstance(piece.value, Marker):
-                plan.add_text(run, reserved)
-                run = []
-                plan.add_id(self._marker_id(piece), int(piece.trainable))
-            elif run and run[-1].trainable != piece.trainable:
-                plan.add_text(run, reserved)
-                run = [piece]
+        locate = _locate_in_conversation(conversation, self.reserved)
+        plan = _Plan()
+        plan.add(self._bos, 0)
+        for value, trainable in runs:
+            if type(value) is str:
+                self._add_text(plan, texts, value, trainable, reserved, locate)
             else:
-                run.append(piece)
-        plan.add_text(run, reserved)
+                plan.add(self._marker(value, conversation), trainable)
         return plan
 
-    def _marker_id(self, piece: Piece) -> int:
-        if piece.value is Marker.START_OF_TURN:
-            return self.specials.start_of_turn
-        if piece.value is Marker.END_OF_TURN:
-            return self.specials.end_of_turn
-        if self.specials.start_of_image is None:
-            raise ConversationError(
-                "the content has an image part, but this model has no <start_of_image> piece",
-                code="bad_content",
-                message_index=piece.message_index,
-                role=piece.role,
-                part_index=piece.part_index,
-                fix="Use a Gemma 3 tokenizer, or remove the image part",
-            )
-        return self.specials.start_of_image
+    def _add_text(self, plan, texts, text, bit, reserved, locate) -> None:
+        """Add ``text`` to ``plan``, applying the reserved-text policy."""
+        constant = self._constant_ids.get(text)
+        if constant is not None:
+            plan.add(constant, bit)
+            return
+        if reserved != "allow":
+            found = self.reserved.find(text)
+            if found and reserved == "refuse":
+                raise ReservedTokenError(found[0][1], **locate())
+            if found:
+                for part in self.reserved.split_for_escape(text):
+                    plan.add(len(texts), bit)
+                    texts.append(part)
+                return
+        plan.add(len(texts), bit)
+        texts.append(text)
 
-    def _assemble(self, plans: list, num_threads: int | None) -> list:
-        """One SentencePiece call for every text of every plan, then ids and masks."""
-        texts = [text for plan in plans if isinstance(plan, _Plan) for text in plan.texts]
-        kwargs = {} if num_threads is None else {"num_threads": num_threads}
-        encoded = self.processor.encode(texts, **kwargs) if texts else []
-        results = []
-        start = 0
+    def _marker(self, marker: Marker, conversation) -> np.ndarray:
+        ids = self._marker_ids.get(marker)
+        if ids is not None:
+            return ids
+        turn = next(t for t in conversation.turns if marker in t.parts)
+        raise ConversationError(
+            "the content has an image part, but this model has no <start_of_image> piece",
+            code="bad_content",
+            message_index=turn.message_index,
+            role=turn.role,
+            part_index=turn.parts.index(marker),
+            fix="Use a Gemma 3 tokenizer, or remove the image part",
+        )
+
+    def _assemble(self, plans: list, texts: list[str], num_threads: int | None) -> list:
+        """Encode every text with one SentencePiece call; cut ids and masks per plan."""
+        encoded = self.processor.encode(texts, num_threads=num_threads, return_type="numpy")
+        chunks: list[np.ndarray] = []
+        bits: list[int] = []
         for plan in plans:
             if isinstance(plan, _Plan):
-                results.append(plan.build(encoded, start))
-                start += len(plan.texts)
+                chunks.extend(encoded[p] if type(p) is int else p for p in plan.pieces)
+                bits.extend(plan.bits)
+        if not chunks:
+            return list(plans)
+        lengths = np.fromiter(map(len, chunks), dtype=np.int64, count=len(chunks))
+        ids = np.concatenate(chunks)
+        mask = np.repeat(np.array(bits, dtype=MASK_DTYPE), lengths)
+        ends = np.cumsum(lengths)
+        results = []
+        piece_end = 0
+        token_start = 0
+        for plan in plans:
+            if isinstance(plan, _Plan):
+                piece_end += len(plan.pieces)
+                token_end = int(ends[piece_end - 1])
+                results.append(
+                    Encoding(ids[token_start:token_end].copy(), mask[token_start:token_end].copy())
+                )
+                token_start = token_end
             else:
                 results.append(plan)
         return results
 
 
 class _Plan:
-    """The ids of one sequence before its texts are encoded.
+    """One sequence before its texts are encoded: ``pieces`` holds arrays of ids placed as
+    they are, or ``k``, the index of a text still to encode; ``bits`` each piece's mask bit."""
 
-    ``ops`` holds a token id (>= 0) or, for a text still to encode, ``~k`` (< 0) where ``k``
-    indexes ``texts``; ``bits`` holds each op's loss-mask bit.
+    __slots__ = ("pieces", "bits")
+
+    def __init__(self):
+        self.pieces: list[np.ndarray | int] = []
+        self.bits: list[int] = []
+
+    def add(self, piece: np.ndarray | int, bit: int) -> None:
+        self.pieces.append(piece)
+        self.bits.append(bit)
+
+
+def _ids(values) -> np.ndarray:
+    return np.array(values, dtype=ID_DTYPE)
+
+
+def _locate_in_conversation(conversation, finder: ReservedText):
+    """A function giving the location of the first reserved text in ``conversation``.
+
+    Called only on the error path, so the hot path keeps no source map: it re-walks the
+    rendered content, where text can span joined parts but never a header or a blank line.
     """
 
-    __slots__ = ("tokenizer", "ops", "bits", "texts")
-
-    def __init__(self, tokenizer: GemmaTokenizer):
-        self.tokenizer = tokenizer
-        self.ops: list[int] = []
-        self.bits: list[int] = []
-        self.texts: list[str] = []
-
-    def add_id(self, token_id: int, bit: int) -> None:
-        self.ops.append(token_id)
-        self.bits.append(bit)
-
-    def add_text(self, run: list[Piece], reserved: ReservedPolicy) -> None:
-        if not run:
-            return
-        text = run[0].value if len(run) == 1 else "".join(piece.value for piece in run)
-        bit = int(run[0].trainable)
-        constant = self.tokenizer._constant_ids.get(text)
-        if constant is not None:
-            for token_id in constant:
-                self.add_id(token_id, bit)
-            return
-        if reserved != "allow":
-            found = self.tokenizer.reserved.find(text)
-            if found and reserved == "refuse":
-                offset, token = found[0]
-                raise ReservedTokenError(token, **_locate(run, offset))
-            if found:
-                for part in self.tokenizer.reserved.split_for_escape(text):
-                    self._add_encoded(part, bit)
-                return
-        self._add_encoded(text, bit)
-
-    def _add_encoded(self, text: str, bit: int) -> None:
-        self.ops.append(~len(self.texts))
-        self.bits.append(bit)
-        self.texts.append(text)
-
-    def build(self, encoded: list[list[int]], start: int) -> Encoding:
-        ids: list[int] = []
-        mask: list[int] = []
-        for op, bit in zip(self.ops, self.bits):
-            if op >= 0:
-                ids.append(op)
-                mask.append(bit)
-            else:
-                tokens = encoded[start + ~op]
-                ids.extend(tokens)
-                mask.extend([bit] * len(tokens))
-        return Encoding(np.array(ids, dtype=ID_DTYPE), np.array(mask, dtype=MASK_DTYPE))
-
-
-def _locate(run: list[Piece], offset: int) -> dict:
-    """Map a character offset in a run's joined text to the message, part and character."""
-    for piece in run:
-        if offset < len(piece.value) or piece is run[-1]:
+    def locate() -> dict:
+        for message_index, role, spans in content_stretches(conversation):
+            found = finder.find("".join(text for _, _, text in spans))
+            if not found:
+                continue
+            offset = found[0][0]
+            for part_index, start, text in spans:
+                if offset < len(text):
+                    break
+                offset -= len(text)
             return {
-                "message_index": piece.message_index,
-                "role": piece.role,
-                "part_index": piece.part_index,
-                "char_offset": piece.offset + offset,
+                "message_index": message_index,
+                "role": role,
+                "part_index": part_index,
+                "char_offset": start + offset,
             }
-        offset -= len(piece.value)
-    return {}
+        return {}
+
+    return locate
+
+
+def _locate_in_text(text: str, finder: ReservedText):
+    """Like _locate_in_conversation, for a plain text: the character offset."""
+    return lambda: {"char_offset": finder.find(text)[0][0]}
 
 
 def _check_something_to_learn(conversation, train_on: TrainOn) -> None:
-    """A training conversation whose trained model turns are all empty teaches nothing."""
+    """A training conversation must end with the model's answer, and teach something."""
+    last = conversation.turns[-1]
+    if last.role != "model":
+        raise ConversationError(
+            "a training conversation must end with a model turn, the answer to learn",
+            code="nothing_to_learn",
+            message_index=last.message_index,
+            role="user",
+            fix="Add the model's answer, or encode it with mode='inference'",
+        )
     trained = [turn for turn in conversation.turns if turn.role == "model"]
     if train_on == "last":
         trained = trained[-1:]
     if not any(isinstance(part, Marker) or part.strip() for turn in trained for part in turn.parts):
-        turn = trained[-1]
         raise ConversationError(
             "nothing to learn: the trained model turns have no content",
             code="nothing_to_learn",
-            message_index=turn.message_index,
+            message_index=trained[-1].message_index,
             role="model",
             fix="Give the model turn its answer, or drop the conversation",
         )

@@ -12,39 +12,27 @@ The layout follows the official Gemma 3 IT chat template:
 - the system text is *not* trimmed: it is followed by a blank line and opens the first user turn;
 - an image part is the ``<start_of_image>`` marker.
 
-The formatter knows no tokenizer. It returns :class:`Piece` values that say which text is
-content (and where it came from, for error messages) and which tokens the model learns
-(``trainable``); the encoder turns them into ids. :func:`format_chat` joins them into the
-turn text, for people and for comparison with other tools.
+The formatter knows no tokenizer. It returns *runs*: a marker token, or the text between two
+markers that the encoder encodes as one string, with whether the model learns it
+(``trainable``). Text of one trainability is merged into one run, exactly as SentencePiece
+would see it in the whole turn text; a model turn's header and its content are separate runs
+(safe because content is trimmed and ``\n`` is a piece of its own). :func:`format_chat`
+joins the runs into the turn text, for people and for comparison with other tools.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Literal
 
 from .conversation import Conversation, Marker, normalize_messages
 
-__all__ = ["Piece", "TrainOn", "format_chat", "render_pieces"]
+__all__ = ["Run", "TrainOn", "content_stretches", "format_chat", "render_runs"]
 
 TrainOn = Literal["all", "last", "none"]
+Run = tuple[str | Marker, bool]  # (text or marker, trainable)
 
-
-@dataclass(frozen=True, slots=True)
-class Piece:
-    """One span of the turn text: a marker token, or text to encode.
-
-    ``message_index``/``part_index``/``offset`` locate content text in the caller's
-    messages (``offset`` is the character in that message's content where ``value`` starts);
-    they are ``None`` for the format's own text (role headers, newlines).
-    """
-
-    value: str | Marker
-    trainable: bool = False
-    message_index: int | None = None
-    part_index: int | None = None
-    offset: int = 0
-    role: str | None = None
+_START = (Marker.START_OF_TURN, False)
 
 
 def format_chat(messages: object, *, add_generation_prompt: bool | None = None) -> str:
@@ -58,47 +46,97 @@ def format_chat(messages: object, *, add_generation_prompt: bool | None = None) 
     conversation = normalize_messages(messages)
     if add_generation_prompt is None:
         add_generation_prompt = conversation.last_role == "user"
-    pieces = render_pieces(conversation, add_generation_prompt=add_generation_prompt)
-    return "".join(piece.value for piece in pieces)
+    runs = render_runs(conversation, add_generation_prompt=add_generation_prompt)
+    return "".join(value for value, _ in runs)
 
 
-def render_pieces(
+def render_runs(
     conversation: Conversation,
     *,
     add_generation_prompt: bool,
     train_on: TrainOn = "all",
     train_newline: bool = False,
-) -> list[Piece]:
-    """The pieces of ``conversation`` in order.
+) -> list[Run]:
+    """The runs of ``conversation`` in order.
 
     ``train_on`` picks the model turns whose content and ``<end_of_turn>`` are trainable:
     ``all`` of them, the ``last`` one only, or ``none``. With ``train_newline`` the ``\\n``
     after a trained turn's ``<end_of_turn>`` is trainable too.
     """
-    pieces: list[Piece] = []
-    append = pieces.append
-    last_model = max((k for k, t in enumerate(conversation.turns) if t.role == "model"), default=-1)
-    for k, turn in enumerate(conversation.turns):
+    runs: list[Run] = []
+    append = runs.append
+    turns = conversation.turns
+    last_model = len(turns) - 1 if turns[-1].role == "model" else len(turns) - 2
+    for k, turn in enumerate(turns):
         trained = turn.role == "model" and (
             train_on == "all" or (train_on == "last" and k == last_model)
         )
-        append(Piece(Marker.START_OF_TURN))
-        append(Piece(turn.role + "\n"))
+        append(_START)
+        header = turn.role + "\n"
         if k == 0 and conversation.system is not None:
-            append(Piece(conversation.system + "\n\n", False, 0, None, 0, "system"))
+            header += conversation.system + "\n\n"
+        parts = turn.parts
+        if len(parts) == 1 and type(parts[0]) is str:  # the common case, kept fast
+            content = parts[0].strip()
+            if trained:
+                append((header, False))
+                if content:
+                    append((content, True))
+            else:
+                append((header + content, False))
+        else:
+            _render_parts(parts, header, trained, append)
+        append((Marker.END_OF_TURN, trained))
+        append(("\n", trained and train_newline))
+    if add_generation_prompt:
+        append(_START)
+        append(("model\n", False))
+    return runs
+
+
+def _render_parts(parts, header: str, trained: bool, append) -> None:
+    """Content given as parts: each text trimmed, joined with nothing; images as markers."""
+    text, text_trained = header, False
+    for part in parts:
+        if isinstance(part, Marker):
+            if text:
+                append((text, text_trained))
+            append((part, trained))
+            text, text_trained = "", trained
+            continue
+        part = part.strip()
+        if not part:
+            continue
+        if text and text_trained != trained:
+            append((text, text_trained))
+            text = ""
+        text += part
+        text_trained = trained
+    if text:
+        append((text, text_trained))
+
+
+def content_stretches(conversation: Conversation) -> Iterator[tuple[int, str, list]]:
+    """Each stretch of content text as rendered, for locating a problem in the caller's input.
+
+    Yields ``(message_index, role, spans)`` where ``spans`` lists ``(part_index, offset,
+    text)``: the rendered (trimmed) text of each part of one unbroken stretch, and the
+    character where it starts in that part. Parts in a stretch are joined with nothing, so
+    text can span them; images, the system's blank line and role headers break stretches.
+    """
+    if conversation.system is not None:
+        yield 0, "system", [(None, 0, conversation.system)]
+    for turn in conversation.turns:
         many = len(turn.parts) > 1
-        for p, part in enumerate(turn.parts):
-            part_index = p if many else None
+        spans = []
+        for index, part in enumerate(turn.parts):
             if isinstance(part, Marker):
-                append(Piece(part, trained, turn.message_index, part_index, 0, turn.role))
+                if spans:
+                    yield turn.message_index, turn.role, spans
+                spans = []
                 continue
             text = part.strip()
             if text:
-                offset = len(part) - len(part.lstrip())
-                append(Piece(text, trained, turn.message_index, part_index, offset, turn.role))
-        append(Piece(Marker.END_OF_TURN, trained))
-        append(Piece("\n", trained and train_newline))
-    if add_generation_prompt:
-        append(Piece(Marker.START_OF_TURN))
-        append(Piece("model\n"))
-    return pieces
+                spans.append((index if many else None, len(part) - len(part.lstrip()), text))
+        if spans:
+            yield turn.message_index, turn.role, spans

@@ -21,39 +21,36 @@ __all__ = ["ReservedPolicy", "ReservedText"]
 
 ReservedPolicy = Literal["refuse", "escape", "allow"]
 POLICIES = ("refuse", "escape", "allow")
+SHAPE = re.compile(r"<[^<>\[\]\s]+>|\[[^<>\[\]\s]+\]")
 
 
 class ReservedText:
     """Finds occurrences of a fixed set of reserved piece texts.
 
-    Reserved pieces look like ``<name>`` or ``[name]``; a lookahead regex finds every such
-    candidate (overlapping ones too, as in ``<a[multimodal]>``) and a set lookup keeps the
-    reserved ones. Because those pieces hold no ``<``, ``>``, ``[``, ``]`` or whitespace
-    inside, no other USER_DEFINED piece can hide part of one, so every occurrence found here
-    is one SentencePiece would match (a property the tests check against the tokenizer).
+    Reserved pieces look like ``<name>`` or ``[name]`` with no ``<``, ``>``, ``[``, ``]`` or
+    whitespace inside. A regex finds every such candidate and a set lookup keeps the reserved
+    ones. A candidate holds no bracket inside, so none can hide another (in ``<a[multimodal]>``
+    the candidate is ``[multimodal]``), and no other USER_DEFINED piece (whitespace runs, HTML
+    tags) can overlap one: every occurrence found here is one SentencePiece matches, a
+    property the tests check against the tokenizer.
     """
 
     def __init__(self, pieces: Iterable[str]):
         self.pieces = frozenset(pieces)
-        longest = max((len(p) for p in self.pieces), default=2)
-        self._openers = "".join(sorted({p[0] for p in self.pieces}))
-        self._candidate = re.compile(
-            rf"(?=(<[^<>\[\]\s]{{1,{longest}}}>|\[[^<>\[\]\s]{{1,{longest}}}\]))"
-        )
+        if not all(SHAPE.fullmatch(piece) for piece in self.pieces):
+            raise ValueError("reserved pieces must look like <name> or [name]")
+        longest = max((len(p) for p in self.pieces), default=3) - 2
+        self._candidate = re.compile(rf"<[^<>\[\]\s]{{1,{longest}}}>|\[[^<>\[\]\s]{{1,{longest}}}\]")
 
     def find(self, text: str) -> list[tuple[int, str]]:
         """``(character offset, piece)`` of each reserved piece in ``text``, left to right."""
-        if not any(opener in text for opener in self._openers):
+        if "<" not in text and "[" not in text:
             return []  # the common case, decided without the regex
-        found = []
-        end = 0
-        for match in self._candidate.finditer(text):
-            start = match.start()
-            piece = match.group(1)
-            if start >= end and piece in self.pieces:
-                found.append((start, piece))
-                end = start + len(piece)
-        return found
+        return [
+            (match.start(), match.group())
+            for match in self._candidate.finditer(text)
+            if match.group() in self.pieces
+        ]
 
     def split_for_escape(self, text: str) -> list[str]:
         """Cut ``text`` just after the first character of each reserved piece.
