@@ -91,17 +91,27 @@ class GemmaTokenizer:
         self.specials = SpecialTokens.from_processor(self.processor, path=path)
         self.reserved_ids = find_reserved_pieces(self.processor, self.pieces)
         self.reserved = ReservedText(self.reserved_ids)
-        # Ids placed without SentencePiece: markers, and text that every conversation repeats.
+        # Ids placed without SentencePiece (markers, and text every conversation repeats) sit
+        # in a table ahead of each batch's encoded texts: a plan refers to either by index.
         specials = self.specials
-        self._marker_ids = {
-            Marker.START_OF_TURN: _ids([specials.start_of_turn]),
-            Marker.END_OF_TURN: _ids([specials.end_of_turn]),
+        markers = {
+            Marker.START_OF_TURN: specials.start_of_turn,
+            Marker.END_OF_TURN: specials.end_of_turn,
+            Marker.START_OF_IMAGE: specials.start_of_image,
         }
-        if specials.start_of_image is not None:
-            self._marker_ids[Marker.START_OF_IMAGE] = _ids([specials.start_of_image])
-        self._bos = _ids([specials.bos])
-        self._eos = _ids([specials.eos])
-        self._constant_ids = {text: _ids(self.processor.encode(text)) for text in ("\n", "model\n")}
+        constants = [[specials.bos], [specials.eos]]
+        self._bos_index, self._eos_index = 0, 1
+        # Markers are a StrEnum, equal to their text: they get a table of their own.
+        self._marker_index = {}
+        for marker, token_id in markers.items():
+            if token_id is not None:
+                self._marker_index[marker] = len(constants)
+                constants.append([token_id])
+        self._text_index = {}
+        for text in ("\n", "model\n"):
+            self._text_index[text] = len(constants)
+            constants.append(self.processor.encode(text))
+        self._constant_ids = [np.array(ids, dtype=ID_DTYPE) for ids in constants]
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> GemmaTokenizer:
@@ -324,10 +334,10 @@ class GemmaTokenizer:
                 code="bad_content",
             )
         plan = _Plan()
-        plan.add(self._bos, 0)
+        plan.add(self._bos_index, 0)
         self._add_text(plan, texts, text, 1, reserved, _locate_in_text(text, self.reserved))
         if add_eos:
-            plan.add(self._eos, 1)
+            plan.add(self._eos_index, 1)
         return plan
 
     def _plan_chat(
@@ -347,7 +357,7 @@ class GemmaTokenizer:
         )
         locate = _locate_in_conversation(conversation, self.reserved)
         plan = _Plan()
-        plan.add(self._bos, 0)
+        plan.add(self._bos_index, 0)
         for value, trainable in runs:
             if type(value) is str:
                 self._add_text(plan, texts, value, trainable, reserved, locate)
@@ -357,26 +367,27 @@ class GemmaTokenizer:
 
     def _add_text(self, plan, texts, text, bit, reserved, locate) -> None:
         """Add ``text`` to ``plan``, applying the reserved-text policy."""
-        constant = self._constant_ids.get(text)
+        constant = self._text_index.get(text)
         if constant is not None:
             plan.add(constant, bit)
             return
+        first_text = len(self._constant_ids)
         if reserved != "allow":
             found = self.reserved.find(text)
             if found and reserved == "refuse":
                 raise ReservedTokenError(found[0][1], **locate())
             if found:
                 for part in self.reserved.split_for_escape(text):
-                    plan.add(len(texts), bit)
+                    plan.add(first_text + len(texts), bit)
                     texts.append(part)
                 return
-        plan.add(len(texts), bit)
+        plan.add(first_text + len(texts), bit)
         texts.append(text)
 
-    def _marker(self, marker: Marker, conversation) -> np.ndarray:
-        ids = self._marker_ids.get(marker)
-        if ids is not None:
-            return ids
+    def _marker(self, marker: Marker, conversation) -> int:
+        index = self._marker_index.get(marker)
+        if index is not None:
+            return index
         turn = next(t for t in conversation.turns if marker in t.parts)
         raise ConversationError(
             "the content has an image part, but this model has no <start_of_image> piece",
@@ -388,53 +399,54 @@ class GemmaTokenizer:
         )
 
     def _assemble(self, plans: list, texts: list[str], num_threads: int | None) -> list:
-        """Encode every text with one SentencePiece call; cut ids and masks per plan."""
+        """Encode every text with one SentencePiece call; cut ids and masks per plan.
+
+        The arrays of one call are views of one buffer per batch (ids, and mask).
+        """
         encoded = self.processor.encode(texts, num_threads=num_threads, return_type="numpy")
-        chunks: list[np.ndarray] = []
+        pool = self._constant_ids + encoded
+        indices: list[int] = []
         bits: list[int] = []
+        counts: list[int] = []
         for plan in plans:
             if isinstance(plan, _Plan):
-                chunks.extend(encoded[p] if type(p) is int else p for p in plan.pieces)
+                indices.extend(plan.pieces)
                 bits.extend(plan.bits)
-        if not chunks:
+                counts.append(len(plan.pieces))
+        if not indices:
             return list(plans)
+        chunks = [pool[k] for k in indices]
         lengths = np.fromiter(map(len, chunks), dtype=np.int64, count=len(chunks))
         ids = np.concatenate(chunks)
         mask = np.repeat(np.array(bits, dtype=MASK_DTYPE), lengths)
-        ends = np.cumsum(lengths)
+        ends = np.cumsum(lengths)[np.cumsum(counts) - 1].tolist()
         results = []
-        piece_end = 0
-        token_start = 0
+        ends_iter = iter(ends)
+        start = 0
         for plan in plans:
             if isinstance(plan, _Plan):
-                piece_end += len(plan.pieces)
-                token_end = int(ends[piece_end - 1])
-                results.append(
-                    Encoding(ids[token_start:token_end].copy(), mask[token_start:token_end].copy())
-                )
-                token_start = token_end
+                end = next(ends_iter)
+                results.append(Encoding(ids[start:end], mask[start:end]))
+                start = end
             else:
                 results.append(plan)
         return results
 
 
 class _Plan:
-    """One sequence before its texts are encoded: ``pieces`` holds arrays of ids placed as
-    they are, or ``k``, the index of a text still to encode; ``bits`` each piece's mask bit."""
+    """One sequence before its texts are encoded: ``pieces`` holds indices into the pool of
+    id arrays (the tokenizer's constants, then the batch's encoded texts); ``bits`` holds each
+    piece's mask bit."""
 
     __slots__ = ("pieces", "bits")
 
     def __init__(self):
-        self.pieces: list[np.ndarray | int] = []
+        self.pieces: list[int] = []
         self.bits: list[int] = []
 
-    def add(self, piece: np.ndarray | int, bit: int) -> None:
+    def add(self, piece: int, bit: int) -> None:
         self.pieces.append(piece)
         self.bits.append(bit)
-
-
-def _ids(values) -> np.ndarray:
-    return np.array(values, dtype=ID_DTYPE)
 
 
 def _locate_in_conversation(conversation, finder: ReservedText):
