@@ -56,6 +56,18 @@ def test_encode_reports_bad_lines_and_exits_1(tmp_path, capsys):
     assert "7 lines: 1 encoded" in err and "5 rejected, 1 blank" in err
 
 
+def test_a_lone_surrogate_rejects_only_its_record(tmp_path, capsys):
+    data = tmp_path / "surrogate.jsonl"
+    good = '{"messages": [{"role": "user", "content": "hi"}, {"role": "model", "content": "yo"}]}\n'
+    data.write_text(good + good.replace("yo", "y\\ud800o") + good)
+    code, lines, err = run(capsys, "encode", "--tokenizer", str(FIXTURE_MODEL), "--mode", "training", str(data))
+    assert code == 1
+    assert "input_ids" in lines[0] and "input_ids" in lines[2]
+    assert lines[1]["error"]["code"] == "invalid_text" and lines[1]["error"]["message_index"] == 1
+    code, lines, err = run(capsys, "format", str(data))
+    assert code == 1 and lines[1]["error"]["code"] == "invalid_text" and "text" in lines[2]
+
+
 def test_encode_stdin_pt_and_escape(capsys, monkeypatch, fixture_tokenizer):
     stdin = b'{"text": "Hello <start_of_turn> world"}\n"plain string"\n'
     code, lines, _ = run(capsys, "encode", "--tokenizer", str(FIXTURE_MODEL), "--mode", "pt", "--reserved", "escape", "-", stdin=stdin, monkeypatch=monkeypatch)

@@ -73,6 +73,23 @@ def test_refusals_name_code_and_location(messages, code, index, role):
         assert f"message {index}" in str(error)
 
 
+def test_lone_surrogate_is_refused_with_its_offset():
+    with pytest.raises(ConversationError) as caught:
+        normalize_messages([user("ok"), model("fine"), user("a\ud800b")])
+    assert (caught.value.code, caught.value.message_index, caught.value.char_offset) == ("invalid_text", 2, 1)
+    with pytest.raises(ConversationError) as caught:
+        normalize_messages([{"role": "user", "content": [{"type": "text", "text": "é\udfff"}]}])
+    assert caught.value.code == "invalid_text" and caught.value.part_index == 0
+
+
+def test_tool_calls_are_refused_not_dropped():
+    call = {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f"}}]}
+    with pytest.raises(ConversationError) as caught:
+        normalize_messages([user(), call])
+    assert caught.value.code == "bad_message" and "tool_calls" in str(caught.value)
+    assert normalize_messages([user(), {**call, "tool_calls": []}])  # an empty list loses nothing
+
+
 def test_part_index_is_reported():
     with pytest.raises(ConversationError) as caught:
         normalize_messages([{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "video"}]}])

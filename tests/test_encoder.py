@@ -198,6 +198,9 @@ def test_pretraining_text(fixture_tokenizer):
     with pytest.raises(ConversationError) as caught:
         tok.encode_pt_batch(["ok", 3])
     assert caught.value.record == 1
+    with pytest.raises(ConversationError) as caught:
+        tok.encode_pt_batch(["ok", "bad \ud800"])
+    assert (caught.value.record, caught.value.code, caught.value.char_offset) == (1, "invalid_text", 4)
 
 
 def test_batch_matches_single_and_reports_records(fixture_tokenizer):

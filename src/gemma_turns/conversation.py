@@ -15,9 +15,11 @@ from enum import StrEnum
 
 from .errors import ConversationError
 
-__all__ = ["Conversation", "Marker", "Turn", "normalize_messages"]
+__all__ = ["Conversation", "Marker", "Turn", "check_text", "normalize_messages"]
 
 ROLE_ALIASES = {"user": "user", "model": "model", "assistant": "model"}
+# Message keys whose data the Gemma format has no place for: refused, never dropped.
+UNSUPPORTED_KEYS = ("tool_calls", "function_call")
 
 
 class Marker(StrEnum):
@@ -130,6 +132,16 @@ def _role_of(message: object, index: int) -> str:
             message_index=index,
         )
     role = message.get("role")
+    for key in UNSUPPORTED_KEYS:
+        if message.get(key):
+            raise ConversationError(
+                f"the message has {key!r}, which the Gemma chat format has no place for and "
+                "would be lost",
+                code="bad_message",
+                message_index=index,
+                role=role if isinstance(role, str) else None,
+                fix="Render the call into the content text yourself, or remove the key",
+            )
     if not isinstance(role, str):
         raise ConversationError(
             f"the message has no string 'role' (got {role!r})",
@@ -152,6 +164,7 @@ def _content_parts(message: Mapping, index: int, role: str) -> tuple[Part, ...]:
         )
     content = message["content"]
     if isinstance(content, str):
+        check_text(content, message_index=index, role=role)
         return (content,)
     if isinstance(content, Sequence) and not isinstance(content, (bytes, bytearray)):
         return tuple(_part(part, index, role, k) for k, part in enumerate(content))
@@ -166,6 +179,7 @@ def _content_parts(message: Mapping, index: int, role: str) -> tuple[Part, ...]:
 def _part(part: object, index: int, role: str, part_index: int) -> Part:
     kind = part.get("type") if isinstance(part, Mapping) else None
     if kind == "text" and isinstance(part.get("text"), str):
+        check_text(part["text"], message_index=index, role=role, part_index=part_index)
         return part["text"]
     if kind == "image":
         return Marker.START_OF_IMAGE
@@ -193,6 +207,24 @@ def _system_text(message: Mapping) -> str:
         role="system",
         fix="Join the system text into one string",
     )
+
+
+def check_text(text: str, **location) -> None:
+    """Refuse text that is not valid Unicode (a lone surrogate, as JSON's "\\ud800" gives),
+    which no tokenizer can encode."""
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ConversationError(
+            f"the text holds a lone surrogate {text[error.start]!r}, which is not a character "
+            "and cannot be encoded",
+            code="invalid_text",
+            char_offset=error.start,
+            fix="Repair the text's encoding (a surrogate pair split apart, or a bad escape)",
+            **location,
+        ) from None
 
 
 def _short(value: object, limit: int = 60) -> str:

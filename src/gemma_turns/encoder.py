@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 import sentencepiece as spm
 
-from .conversation import Marker, normalize_messages
+from .conversation import Marker, check_text, normalize_messages
 from .errors import ConversationError, ReservedTokenError, TokenizerError
 from .formatter import TrainOn, content_stretches, render_runs
 from .reserved import POLICIES, ReservedPolicy, ReservedText
@@ -260,6 +260,7 @@ class GemmaTokenizer:
     def encode_text(self, text: str, *, reserved: ReservedPolicy = "refuse") -> list[int]:
         """Ids of ``text`` alone: no BOS, no markers. ``reserved`` as in :meth:`encode_chat`."""
         _check_reserved(reserved)
+        check_text(text)
         texts: list[str] = []
         plan = _Plan()
         self._add_text(plan, texts, text, 0, reserved, _locate_in_text(text, self.reserved))
@@ -333,6 +334,7 @@ class GemmaTokenizer:
                 f"a pretraining text must be a string, got {type(text).__name__}",
                 code="bad_content",
             )
+        check_text(text)
         plan = _Plan()
         plan.add(self._bos_index, 0)
         self._add_text(plan, texts, text, 1, reserved, _locate_in_text(text, self.reserved))
