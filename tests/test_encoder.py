@@ -234,22 +234,49 @@ def test_model_load_errors(tmp_path):
         GemmaTokenizer.load(corrupt)
 
 
-def test_model_without_turn_markers_fails_naming_the_piece(tmp_path):
+def tiny_model(symbols, *, dummy_prefix=False) -> bytes:
+    """A throwaway model with the Gemma special ids and only ``symbols`` as USER_DEFINED."""
     import io
 
     import sentencepiece as spm
 
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(["hello world", "the quick brown fox"] * 50),
-        model_writer=model, vocab_size=40, model_type="bpe", pad_id=0, eos_id=1, bos_id=2,
+        sentence_iterator=iter(["hello world", "the quick brown fox", "<start_of_image>"] * 50),
+        model_writer=model, vocab_size=60, model_type="bpe", pad_id=0, eos_id=1, bos_id=2,
         unk_id=3, pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>", unk_piece="<unk>",
-        user_defined_symbols=["\n"], minloglevel=2,
+        user_defined_symbols=symbols, byte_fallback=False, add_dummy_prefix=dummy_prefix,
+        normalization_rule_name="identity", minloglevel=2,
     )
+    return model.getvalue()
+
+
+def test_model_without_turn_markers_fails_naming_the_piece():
     with pytest.raises(TokenizerError) as caught:
-        GemmaTokenizer.from_bytes(model.getvalue())
+        GemmaTokenizer.from_bytes(tiny_model(["\n"]))
     assert caught.value.piece == "<start_of_turn>"
     assert "'<start_of_turn>'" in str(caught.value)
+
+
+def test_model_whose_newline_is_not_one_piece_fails():
+    """With a dummy prefix (not Gemma's setting) '\\n' encodes as two pieces."""
+    with pytest.raises(TokenizerError, match="single piece") as caught:
+        GemmaTokenizer.from_bytes(tiny_model(["<start_of_turn>", "<end_of_turn>", "\n"], dummy_prefix=True))
+    assert caught.value.piece == "\n"
+
+
+def test_image_part_without_image_marker_in_the_model():
+    """A Gemma 2 layout has no image markers: an image part is refused, naming the part;
+    the text '<start_of_image>' is plain text there."""
+    tok = GemmaTokenizer.from_bytes(tiny_model(["<start_of_turn>", "<end_of_turn>", "\n"]))
+    assert tok.specials.start_of_image is None
+    messages = [{"role": "user", "content": [
+        {"type": "text", "text": "<start_of_image>"}, {"type": "image"}]}]
+    with pytest.raises(ConversationError) as caught:
+        tok.encode_chat(messages, mode="inference")
+    assert (caught.value.code, caught.value.message_index, caught.value.part_index) == ("bad_content", 0, 1)
+    text_only = [{"role": "user", "content": "see <start_of_image>"}]
+    assert tok.decode(tok.encode_chat(text_only, mode="inference").ids).startswith("<start_of_turn>user\nsee <start_of_image>")
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

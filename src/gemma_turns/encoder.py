@@ -1,4 +1,4 @@
-"""Turn formatted pieces into token ids and a loss mask, through a SentencePiece model.
+"""Turn the formatter's runs into token ids and a loss mask, through a SentencePiece model.
 
 BOS and the turn and image markers are placed as integers looked up in the model; only
 text goes through SentencePiece, so no text (``[BOS]``, ``<bos>``) can ever become BOS.
@@ -43,10 +43,11 @@ class Encoding:
 
     ``loss_mask[i]`` is 1 when token ``i`` is one the model must learn to produce (a model
     turn's content and its ``<end_of_turn>``), 0 otherwise (BOS, turn headers, user turns).
+    With the Gemma 3 tokenizer, user "Hi" and model "Hello" in training mode give:
 
-        text       [BOS] <start_of_turn> user \\n Hi <end_of_turn> \\n <start_of_turn> model \\n Hello <end_of_turn> \\n
-        ids          2      105         2364 107 ...     106      107      105        4368  107  ...      106       107
-        loss_mask    0       0            0   0   0       0        0        0           0    0    1        1         0
+        piece      <bos> <sot> user  \\n   Hi   <eot>  \\n  <sot> model  \\n  Hello <eot>  \\n
+        ids            2   105 2364  107 10979  106  107   105  4368  107  9259  106  107
+        loss_mask      0     0    0    0     0    0    0     0     0    0     1    1    0
     """
 
     ids: np.ndarray
@@ -390,13 +391,16 @@ class GemmaTokenizer:
         index = self._marker_index.get(marker)
         if index is not None:
             return index
-        turn = next(t for t in conversation.turns if marker in t.parts)
+        # Markers equal their text, so find the image part by identity, not by ==.
+        turn, part_index = next(
+            (t, k) for t in conversation.turns for k, p in enumerate(t.parts) if p is marker
+        )
         raise ConversationError(
             "the content has an image part, but this model has no <start_of_image> piece",
             code="bad_content",
             message_index=turn.message_index,
             role=turn.role,
-            part_index=turn.parts.index(marker),
+            part_index=part_index,
             fix="Use a Gemma 3 tokenizer, or remove the image part",
         )
 
