@@ -1,26 +1,66 @@
-"""``gemma-turns encode --tokenizer MODEL FILE``: token ids and loss masks, one JSON line each."""
+"""``gemma-turns encode --tokenizer MODEL FILE``: token ids and loss masks, one JSON line each;
+with ``-o OUT.npz`` (or ``-o DIR --shard-size N``), model-input arrays streamed to disk."""
 
 from __future__ import annotations
 
 import json
+import os
+import stat
 import sys
+import time
 
-from ..streaming import EncodeOptions, Tally, encode_lines
+from ..dataset import (
+    ArrayOptions,
+    AtomicText,
+    Counts,
+    DatasetError,
+    EmptyInputError,
+    write_dataset,
+)
+from ..errors import SequenceTooLongError
 from ..jsonl import read_lines
-from .common import EXIT_INVALID, EXIT_OK, add_input_argument, load_tokenizer, open_input
+from ..streaming import EncodeOptions, Tally, encode_lines
+from .common import (
+    EXIT_INVALID,
+    EXIT_OK,
+    CommandError,
+    add_input_argument,
+    load_tokenizer,
+    open_input,
+)
+
+EXIT_INTERRUPTED = 130  # the shell's code for a run stopped by Ctrl-C
+
+# Flags that shape arrays, with their "not given" value: they need -o.
+ARRAY_FLAGS = {
+    "shard_size": ("--shard-size", None),
+    "max_length": ("--max-length", None),
+    "pad_to_multiple": ("--pad-to-multiple", None),
+    "padding": ("--padding", None),
+    "truncation": ("--truncation", None),
+    "pack": ("--pack", False),
+    "shift": ("--shift", False),
+    "compress": ("--compress", False),
+}
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "encode",
-        help="encode conversations to token ids and loss masks",
-        description="Write one JSON line per input line: {\"input_ids\", \"loss_mask\"}, or "
-        "{\"line\", \"error\"} for a record that cannot be encoded. A summary goes to stderr. "
-        "Exit code 0 if every record was encoded, 1 if any was rejected, 2 for usage or I/O errors.",
+        help="encode conversations to token ids and loss masks, or to model-input arrays",
+        description='Without -o: write one JSON line per input line: {"input_ids", "loss_mask"}, '
+        'or {"line", "error"} for a record that cannot be encoded. With -o OUT.npz: write '
+        "model-input arrays (input_ids, attention_mask, loss_mask, position_ids, ...) and "
+        "OUT.manifest.json; with --shard-size N, -o names a directory of shards. A summary goes "
+        "to stderr. Exit code 0 if every record was encoded, 1 if any was rejected (or too long "
+        "under --truncation error), 2 for usage or I/O errors.",
     )
     add_input_argument(parser)
-    parser.add_argument("--tokenizer", required=True, metavar="MODEL", help="SentencePiece tokenizer.model")
+    parser.add_argument(
+        "--tokenizer", required=True, metavar="MODEL", help="SentencePiece tokenizer.model"
+    )
     add_encode_options(parser)
+    add_array_options(parser)
     parser.set_defaults(run=run)
 
 
@@ -30,7 +70,7 @@ def add_encode_options(parser) -> None:
         choices=("training", "inference", "pt"),
         required=True,
         help="training: conversations end with a model turn; inference: end with the "
-        "generation prompt after a user turn; pt: {\"text\": ...} records as [BOS] text [EOS]",
+        'generation prompt after a user turn; pt: {"text": ...} records as [BOS] text [EOS]',
     )
     parser.add_argument(
         "--train-on",
@@ -54,7 +94,69 @@ def add_encode_options(parser) -> None:
         "--no-eos", dest="add_eos", action="store_false", help="pt: end without <eos> (a PT prompt)"
     )
     parser.add_argument(
-        "--threads", type=int, default=None, metavar="N", help="SentencePiece threads (default: all cores)"
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="SentencePiece threads (default: all cores)",
+    )
+
+
+def add_array_options(parser) -> None:
+    group = parser.add_argument_group("arrays (with -o)")
+    group.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT",
+        help="write arrays to OUT.npz, or to the directory OUT with --shard-size",
+    )
+    group.add_argument(
+        "--shard-size",
+        type=int,
+        metavar="ROWS",
+        help="write OUT as a directory of .npz shards of ROWS rows each (bounds memory; "
+        "needs --max-length)",
+    )
+    group.add_argument(
+        "--max-length",
+        type=int,
+        metavar="N",
+        help="real tokens per row (default: the longest record; required with --pack and "
+        "--shard-size)",
+    )
+    group.add_argument(
+        "--pad-to-multiple", type=int, metavar="K", help="round the row width up to a multiple of K"
+    )
+    group.add_argument(
+        "--padding",
+        choices=("right", "left"),
+        help="right (default, training) or left (generation: prompts end in the last column)",
+    )
+    group.add_argument(
+        "--truncation",
+        choices=("error", "drop", "truncate", "drop_oldest_turns"),
+        help="a record longer than --max-length: error (default: stop, exit 1), drop (left out, "
+        "listed in --rejects), truncate (cut the end; a cut model turn is not trained), "
+        "drop_oldest_turns (inference: keep the first user turn and the latest turns that fit)",
+    )
+    group.add_argument(
+        "--pack",
+        action="store_true",
+        help="several records per row (best fit), with segment_ids, and positions restarting "
+        "in each record",
+    )
+    group.add_argument(
+        "--shift",
+        action="store_true",
+        help="training targets: input_ids = ids[:-1], targets = ids[1:], loss_mask aligned "
+        "with the targets",
+    )
+    group.add_argument("--compress", action="store_true", help="write compressed .npz files")
+    parser.add_argument(
+        "--rejects",
+        metavar="FILE",
+        help="write the rejected and dropped records, with their line numbers and reasons, to "
+        "FILE (JSONL)",
     )
 
 
@@ -68,19 +170,210 @@ def encode_options(args) -> EncodeOptions:
     )
 
 
+def array_options(args) -> ArrayOptions:
+    try:
+        options = ArrayOptions(
+            max_length=args.max_length,
+            padding=args.padding or "right",
+            pad_to_multiple=1 if args.pad_to_multiple is None else args.pad_to_multiple,
+            truncation=args.truncation or "error",
+            pack=args.pack,
+            shift=args.shift,
+        )
+        options.check_mode(args.mode)
+    except ValueError as error:
+        raise CommandError(_flags(str(error))) from None
+    if args.shard_size is not None and args.shard_size < 1:
+        raise CommandError(f"--shard-size must be a positive integer, got {args.shard_size}")
+    if args.shard_size is not None and args.max_length is None:
+        raise CommandError(
+            "--shard-size needs --max-length, so that every shard has the same width"
+        )
+    return options
+
+
 def run(args) -> int:
+    if args.output is None:
+        given = [
+            flag for name, (flag, unset) in ARRAY_FLAGS.items() if getattr(args, name) != unset
+        ]
+        if given:
+            raise CommandError(
+                f"{', '.join(given)}: only with arrays; give -o OUT.npz (or -o DIR --shard-size N)"
+            )
+        return run_jsonl(args)
+    return run_arrays(args)
+
+
+def run_jsonl(args) -> int:
+    """Today's output: one JSON line per input line on stdout."""
     tokenizer = load_tokenizer(args.tokenizer)
     tally = Tally()
     write = sys.stdout.write
-    with open_input(args.input) as stream:
-        outcomes = encode_lines(
-            tokenizer, read_lines(stream), encode_options(args), num_threads=args.threads
-        )
-        for outcome in outcomes:
-            tally.add(outcome)
-            if outcome.encoding is not None:
-                write(json.dumps(outcome.encoding.to_dict()) + "\n")
-            elif outcome.error is not None:
-                write(json.dumps({"line": outcome.line, "error": outcome.error.to_dict()}, ensure_ascii=False) + "\n")
+    rejects = _open_rejects(args.rejects)
+    try:
+        with open_input(args.input) as stream:
+            outcomes = encode_lines(
+                tokenizer, read_lines(stream), encode_options(args), num_threads=args.threads
+            )
+            for outcome in outcomes:
+                tally.add(outcome)
+                if outcome.encoding is not None:
+                    write(json.dumps(outcome.encoding.to_dict()) + "\n")
+                elif outcome.error is not None:
+                    error = outcome.error.to_dict()
+                    write(
+                        json.dumps({"line": outcome.line, "error": error}, ensure_ascii=False)
+                        + "\n"
+                    )
+                    if rejects is not None:
+                        entry = {"line": outcome.line, "kind": "rejected", **error}
+                        rejects.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        if rejects is not None:
+            rejects.commit()
+    except BaseException:
+        if rejects is not None:
+            rejects.abort()
+        raise
     print(f"gemma-turns encode: {tally.summary()}", file=sys.stderr)
     return EXIT_INVALID if tally.rejected else EXIT_OK
+
+
+def run_arrays(args) -> int:
+    """Arrays streamed to OUT.npz or a shard directory, with a manifest and a summary."""
+    options = array_options(args)
+    tokenizer = load_tokenizer(args.tokenizer)
+    with open_input(args.input) as stream:
+        progress = (
+            ProgressBar(sys.stderr, total_bytes=_file_size(stream))
+            if _is_terminal(sys.stderr)
+            else None
+        )
+        try:
+            written = write_dataset(
+                tokenizer,
+                stream,
+                args.output,
+                encode_options=encode_options(args),
+                array_options=options,
+                shard_size=args.shard_size,
+                rejects=args.rejects,
+                compress=args.compress,
+                input_path=None if args.input == "-" else args.input,
+                num_threads=args.threads,
+                on_progress=progress,
+            )
+        except SequenceTooLongError as error:
+            return _too_long(args, error)
+        except EmptyInputError as error:
+            print(f"gemma-turns encode: {error}; nothing written", file=sys.stderr)
+            return EXIT_INVALID
+        except DatasetError as error:
+            raise CommandError(str(error)) from None
+        except OSError as error:
+            where = f"{args.input} -> {args.output}"
+            raise CommandError(f"I/O error ({where}): {error.strerror or error}") from None
+        except KeyboardInterrupt:
+            print("\ngemma-turns encode: interrupted; nothing written", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        finally:
+            if progress is not None:
+                progress.close()
+    counts = written.counts
+    print(f"gemma-turns encode: {counts.summary()}", file=sys.stderr)
+    shapes = ", ".join(
+        f"{key} {tuple(counts.rows if d == 'rows' else d for d in spec['shape'])} {spec['dtype']}"
+        for key, spec in written.manifest["keys"].items()
+    )
+    where = (
+        args.output if len(written.files) == 1 else f"{args.output} ({len(written.files)} shards)"
+    )
+    print(
+        f"gemma-turns encode: wrote {where}: {shapes}; manifest {written.manifest_path}",
+        file=sys.stderr,
+    )
+    return EXIT_INVALID if counts.rejected else EXIT_OK
+
+
+def _too_long(args, error: SequenceTooLongError) -> int:
+    ways = "drop, drop_oldest_turns" if args.mode == "inference" else "drop, truncate"
+    plus = " (+1 with --shift)" if args.shift else ""
+    print(
+        f"gemma-turns encode: line {error.record}: {error.length} ids do not fit a row of "
+        f"--max-length {args.max_length}{plus}. Raise --max-length, or pass --truncation "
+        f"{{{ways}}} (with --rejects FILE to list what is dropped); nothing written",
+        file=sys.stderr,
+    )
+    return EXIT_INVALID
+
+
+class ProgressBar:
+    """Records/s and tokens/s on one line of ``stream``, redrawn at most every ``interval`` s."""
+
+    def __init__(
+        self, stream, *, total_bytes: int | None = None, interval: float = 0.5, clock=time.monotonic
+    ):
+        self.stream = stream
+        self.total_bytes = total_bytes
+        self.interval = interval
+        self.clock = clock
+        self.start = self.last = clock()
+        self.drawn = False
+
+    def __call__(self, counts: Counts) -> None:
+        now = self.clock()
+        if now - self.last < self.interval:
+            return
+        self.last = now
+        elapsed = max(now - self.start, 1e-9)
+        text = (
+            f"\r{counts.lines:,} records  {counts.lines / elapsed:,.0f} records/s  "
+            f"{counts.encoded_tokens / elapsed:,.0f} tokens/s"
+        )
+        if self.total_bytes:
+            text += f"  {min(counts.input_bytes / self.total_bytes, 1):.0%}"
+        self.stream.write(text)
+        self.stream.flush()
+        self.drawn = True
+
+    def close(self) -> None:
+        if self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _open_rejects(path: str | None) -> AtomicText | None:
+    if path is None:
+        return None
+    try:
+        return AtomicText(path)
+    except DatasetError as error:
+        raise CommandError(str(error)) from None
+
+
+def _file_size(stream) -> int | None:
+    try:
+        info = os.fstat(stream.fileno())
+    except (OSError, AttributeError, ValueError):
+        return None
+    return info.st_size if stat.S_ISREG(info.st_mode) else None
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _flags(message: str) -> str:
+    """A library option message in the CLI's flag names."""
+    for name, flag in (
+        ("max_length", "--max-length"),
+        ("pad_to_multiple", "--pad-to-multiple"),
+        ("truncation=", "--truncation "),
+        ("padding=", "--padding "),
+        ("mode=", "--mode "),
+    ):
+        message = message.replace(name, flag)
+    return message.replace("packing", "--pack")
