@@ -11,12 +11,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import encode_command, format_command
+from . import encode_command, format_command, inspect_command, validate_command
 from .common import EXIT_USAGE, CommandError
 
 __all__ = ["entry_point", "main"]
 
-COMMANDS = (format_command, encode_command)
+COMMANDS = (format_command, encode_command, validate_command, inspect_command)
 
 
 def build_parser() -> argparse.ArgumentParser:

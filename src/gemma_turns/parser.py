@@ -1,0 +1,212 @@
+"""Token ids back to the conversation: the inverse of the encoder.
+
+    ids -> turn layout (the validator's structure rules) -> turns: role, content text, images
+
+For every sequence the encoder makes,
+
+    parse(tokenizer.encode_chat(messages, ...), tokenizer).messages == normalized_messages(messages)
+
+where the normalized form is what the ids can tell: roles ``user``/``model``, content trimmed,
+a system text folded into the first user turn (``system + "\\n\\n" + content``), text parts
+joined, an image part as ``{"type": "image"}``. :meth:`ParsedConversation.encodable_messages`
+gives messages that encode back to the very same ids (it splits a system text off again where
+trimming would otherwise change the first user turn).
+
+Ids whose layout is broken (no BOS, a turn never closed, a role that is neither user nor
+model, ...) raise :class:`ParseError`, which carries the validator's Finding: rule, position,
+token id, what was expected and the decoded context. Content problems (non-canonical ids,
+reserved ids, untrimmed text) do not stop the parse: the text is what the ids decode to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .conversation import Marker, normalize_messages
+from .errors import GemmaTurnsError
+from .validator import BLOCKING, Ending, Expect, Finding, _Check, _prepare, _vocab, split_system
+
+__all__ = [
+    "ParseError",
+    "ParsedConversation",
+    "ParsedTurn",
+    "normalized_messages",
+    "parse",
+]
+
+
+class ParseError(GemmaTurnsError, ValueError):
+    """The ids do not have the Gemma turn layout, so there is no conversation to give back.
+
+    ``finding`` says where and why (``rule``, ``position``, ``token_id``, ``expected``,
+    ``context``); the same fields are readable on the error.
+    """
+
+    def __init__(self, finding: Finding):
+        self.finding = finding
+        token = "end of sequence" if finding.token_id is None else f"id {finding.token_id}"
+        text = f"position {finding.position} ({token}): {finding.rule}: {finding.message}"
+        if finding.expected:
+            text += f"; expected {finding.expected}"
+        super().__init__(f"{text}. Context: {finding.context}")
+
+    rule = property(lambda self: self.finding.rule)
+    position = property(lambda self: self.finding.position)
+    token_id = property(lambda self: self.finding.token_id)
+    expected = property(lambda self: self.finding.expected)
+    context = property(lambda self: self.finding.context)
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedTurn:
+    """One closed turn: its role, its content parts (text, or Marker.START_OF_IMAGE), and
+    the positions of its ``<start_of_turn>`` and ``<end_of_turn>``."""
+
+    role: str
+    parts: tuple[str | Marker, ...]
+    start: int
+    end: int
+
+    @property
+    def content(self) -> str | list[dict]:
+        """A string when the turn is all text; else a list of text and image parts."""
+        if not any(isinstance(part, Marker) for part in self.parts):
+            return "".join(self.parts)
+        return [
+            {"type": "image"} if isinstance(part, Marker) else {"type": "text", "text": part}
+            for part in self.parts
+        ]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ParsedConversation:
+    """What a sequence says: chat turns and how the sequence ends, or a PT text.
+
+    ``ending``: ``generation_prompt`` (``<start_of_turn>model\\n``, not a turn), ``model_turn``
+    or ``user_turn`` (the last turn is closed), ``eos`` or ``text`` (PT, with or without EOS).
+    """
+
+    turns: tuple[ParsedTurn, ...] = ()
+    ending: Ending
+    text: str | None = None
+
+    @property
+    def is_pt(self) -> bool:
+        return self.text is not None
+
+    @property
+    def messages(self) -> list[dict]:
+        """The turns as ``{"role", "content"}`` messages, in the normalized form."""
+        return [{"role": turn.role, "content": turn.content} for turn in self.turns]
+
+    @property
+    def add_generation_prompt(self) -> bool:
+        return self.ending == "generation_prompt"
+
+    def encodable_messages(self) -> list[dict]:
+        """Messages that the encoder turns back into the same ids.
+
+        The formatter trims content but not the system text, so a first user turn that
+        starts (or ends) with whitespace can only come from a system message; it is split
+        off as one here: ``system + "\\n\\n" + content``, the content trimmed.
+        """
+        messages = self.messages
+        if not self.turns or self.turns[0].role != "user":
+            return messages
+        parts = list(self.turns[0].parts)
+        if not parts or isinstance(parts[0], Marker) or parts[0] == parts[0].strip():
+            return messages
+        split = split_system(parts[0])
+        if split is None:
+            return messages  # no formatter output looks like this; re-encoding will differ
+        system, rest = split
+        parts[0:1] = [rest] if rest else []
+        first = ParsedTurn("user", tuple(parts), self.turns[0].start, self.turns[0].end)
+        return [{"role": "system", "content": system}, {"role": "user", "content": first.content}] + messages[1:]
+
+
+def parse(ids: object, tokenizer, *, expect: Expect | None = None) -> ParsedConversation:
+    """The conversation (or PT text) that ``ids`` encode, for ``tokenizer`` (a GemmaTokenizer).
+
+    ``ids``: one unpadded sequence (a list or 1-D array of ints, or an Encoding). ``expect``
+    as in :func:`~gemma_turns.validator.validate`: ``"pt"`` reads a PT text, ``"inference"``
+    or ``"training"`` a chat, ``None`` decides by the presence of ``<start_of_turn>``; the
+    ending is reported, not checked.
+
+    Raises ParseError when the turn layout is broken.
+    """
+    if hasattr(ids, "ids") and hasattr(ids, "loss_mask"):
+        ids = ids.ids
+    array = np.asarray(ids)
+    if array.ndim != 1 or (array.size and array.dtype.kind not in "iu"):
+        raise ValueError(f"parse takes one sequence of integer ids, got shape {array.shape} ({array.dtype})")
+    array = array.astype(np.int64)
+    batch = _prepare(array[None], None, np.ones((1, len(array)), np.int8), None, _vocab(tokenizer))
+    check = _Check(batch, tokenizer, expect=expect, endings=None, train_on="all", train_newline=False)
+    check.tokens_and_structure()
+    findings = check.report(max_findings=None).findings
+    blocking = [f for f in findings if f.rule in BLOCKING or (f.rule == "text_bos" and check.chat[0])]
+    if blocking:
+        raise ParseError(blocking[0])
+    ending = str(check.ending[0]) if len(check.ending) else ""
+    if not ending:
+        raise ParseError(next(f for f in findings if f.rule == "bad_ending"))
+    decode = tokenizer.processor.decode
+    values = array.tolist()
+    if not check.chat[0]:
+        body = values[1 : len(values) - (ending == "eos")]
+        return ParsedConversation(ending=ending, text=decode(body))
+    return ParsedConversation(turns=tuple(_turns(values, check, decode)), ending=ending)
+
+
+def _turns(values: list[int], check, decode) -> list[ParsedTurn]:
+    vocab = check.vocab
+    turns = []
+    sots = check.sots.tolist()
+    eots = np.flatnonzero(check.is_eot).tolist()
+    images = np.flatnonzero(check.is_soi).tolist()
+    for k, start in enumerate(sots):
+        if k >= len(eots):
+            break  # the generation prompt: not a turn
+        end = eots[k]
+        role = "user" if values[start + 1] == vocab.user else "model"
+        cuts = [i for i in images if start < i < end]
+        # The header and the first text run: split at the header's newline, which may be
+        # merged with newlines of a system text that follows it ("user\n" + "\nSys").
+        first = decode(values[start + 1 : cuts[0] if cuts else end])
+        parts: list[str | Marker] = []
+        text = first.split("\n", 1)[1] if "\n" in first else ""
+        if text:
+            parts.append(text)
+        for j, image in enumerate(cuts):
+            parts.append(Marker.START_OF_IMAGE)
+            text = decode(values[image + 1 : cuts[j + 1] if j + 1 < len(cuts) else end])
+            if text:
+                parts.append(text)
+        turns.append(ParsedTurn(role, tuple(parts), start, end))
+    return turns
+
+
+def normalized_messages(messages: object) -> list[dict]:
+    """The form :func:`parse` gives ``messages`` back in (raises ConversationError as the
+    encoder does): roles ``user``/``model``; text trimmed as the formatter trims it, text
+    parts joined; the system text and a blank line opening the first user turn's content."""
+    conversation = normalize_messages(messages)
+    out = []
+    for k, turn in enumerate(conversation.turns):
+        parts: list[str | Marker] = []
+        pending = conversation.system + "\n\n" if k == 0 and conversation.system is not None else ""
+        for part in turn.parts:
+            if isinstance(part, Marker):
+                if pending:
+                    parts.append(pending)
+                    pending = ""
+                parts.append(part)
+            else:
+                pending += part.strip()
+        if pending:
+            parts.append(pending)
+        out.append({"role": turn.role, "content": ParsedTurn(turn.role, tuple(parts), 0, 0).content})
+    return out
