@@ -292,16 +292,17 @@ def test_progress_bar_only_on_a_terminal(tmp_path, capsys, monkeypatch):
     assert code == 0 and drawn[-1] == 12
 
 
-def doc_blocks(language):
-    text = (ROOT / "docs" / "arrays.md").read_text()
+def readme_blocks(language):
+    text = (ROOT / "README.md").read_text()
     return re.findall(rf"```{language}\n(.+?)\n```", text, flags=re.S)
 
 
 def test_the_documented_command(tmp_path, capsys, monkeypatch):
+    """The README's first command installs the project, then makes a training batch."""
     monkeypatch.chdir(ROOT)
-    command = doc_blocks("bash")[0]
+    command = readme_blocks("bash")[0].split(" && ")[-1]
     argv = shlex.split(command.replace("sample.npz", str(tmp_path / "sample.npz")))
-    assert argv[0] == "gemma-turns"
+    assert argv[0] == ".venv/bin/gemma-turns"
     assert main(argv[1:]) == 0
     err = capsys.readouterr().err
     assert "input_ids (12, 128) int32" in err and "targets (12, 128) int32" in err
@@ -309,4 +310,5 @@ def test_the_documented_command(tmp_path, capsys, monkeypatch):
 
 def test_the_documented_python(monkeypatch):
     monkeypatch.chdir(ROOT)
-    exec(doc_blocks("python")[0], {})
+    (example,) = [block for block in readme_blocks("python") if "pad_batch(" in block]
+    exec(example, {})

@@ -12,15 +12,13 @@ from gemma_turns import EncodeOptions
 from gemma_turns.arrays import unpack, unpad
 from gemma_turns.dataset import (
     ArrayOptions,
-    DatasetError,
-    EmptyInputError,
     build_batch,
     drop_oldest_turns,
     iter_shards,
     load_dataset,
     write_dataset,
 )
-from gemma_turns.errors import SequenceTooLongError
+from gemma_turns.errors import DatasetError, EmptyInputError, SequenceTooLongError
 
 TRAINING = EncodeOptions(mode="training")
 INFERENCE = EncodeOptions(mode="inference")

@@ -39,7 +39,7 @@ import numpy as np
 
 from .arrays import Batch, BestFit, pack_rows, pad_batch, truncate
 from .encoder import Encoding, GemmaTokenizer
-from .errors import ConversationError, GemmaTurnsError, SequenceTooLongError
+from .errors import ConversationError, DatasetError, EmptyInputError, SequenceTooLongError
 from .jsonl import Line, batched, messages_of, read_lines
 from .streaming import EncodeOptions, encode_lines
 
@@ -48,9 +48,7 @@ __all__ = [
     "Built",
     "Counts",
     "Dataset",
-    "DatasetError",
     "Drop",
-    "EmptyInputError",
     "Fitted",
     "Written",
     "build_batch",
@@ -67,18 +65,6 @@ MANIFEST = "manifest.json"
 
 Truncation = Literal["error", "drop", "truncate", "drop_oldest_turns"]
 TRUNCATIONS = ("error", "drop", "truncate", "drop_oldest_turns")
-
-
-class DatasetError(GemmaTurnsError, ValueError):
-    """An output cannot be written where asked, or a written dataset cannot be read back."""
-
-    def __init__(self, message: str, *, path: str | os.PathLike | None = None):
-        super().__init__(message)
-        self.path = None if path is None else os.fspath(path)
-
-
-class EmptyInputError(DatasetError):
-    """The input has no record at all (an empty file, or only blank lines)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -379,10 +365,6 @@ class _Rows:
         self.waiting: dict[int, Encoding] = {}  # sequences in open packed rows, by source
 
     def add(self, source: int, encoding: Encoding) -> None:
-        if encoding.ids.base is not None or encoding.loss_mask.base is not None:
-            # A view into the encoder's batch buffer: copy it, or one waiting sequence would
-            # keep its whole batch of lines in memory.
-            encoding = Encoding(encoding.ids.copy(), encoding.loss_mask.copy())
         if self.planner is None:
             self.ready.append([(source, encoding)])
             return

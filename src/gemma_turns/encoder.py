@@ -405,10 +405,7 @@ class GemmaTokenizer:
         )
 
     def _assemble(self, plans: list, texts: list[str], num_threads: int | None) -> list:
-        """Encode every text with one SentencePiece call; cut ids and masks per plan.
-
-        The arrays of one call are views of one buffer per batch (ids, and mask).
-        """
+        """Encode every text with one SentencePiece call; cut ids and masks per plan."""
         encoded = self.processor.encode(texts, num_threads=num_threads, return_type="numpy")
         pool = self._constant_ids + encoded
         indices: list[int] = []
@@ -432,7 +429,8 @@ class GemmaTokenizer:
         for plan in plans:
             if isinstance(plan, _Plan):
                 end = next(ends_iter)
-                results.append(Encoding(ids[start:end], mask[start:end]))
+                # Copies, so that keeping one encoding does not keep its whole batch alive.
+                results.append(Encoding(ids[start:end].copy(), mask[start:end].copy()))
                 start = end
             else:
                 results.append(plan)

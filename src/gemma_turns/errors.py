@@ -5,7 +5,10 @@
     │                                     corrupt model, a required piece is missing)
     ├── ConversationError (ValueError)    a conversation cannot be formatted or encoded
     │   └── ReservedTokenError            content spells a reserved token such as <end_of_turn>
-    └── SequenceTooLongError (ValueError) an encoded sequence does not fit max_length
+    ├── SequenceTooLongError (ValueError) an encoded sequence does not fit max_length
+    ├── DatasetError (ValueError)         an output cannot be written, or read back
+    │   └── EmptyInputError               the input has no record at all
+    └── ParseError (ValueError)           ids without the Gemma turn layout: no conversation
 
 Each error carries structured location fields (``record``, ``message_index``, ``role``,
 ``char_offset``, ...) besides its message, so a caller can report or count errors by
@@ -14,10 +17,13 @@ Each error carries structured location fields (``record``, ``message_index``, ``
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 
 __all__ = [
     "ConversationError",
+    "DatasetError",
+    "EmptyInputError",
     "GemmaTurnsError",
     "ReservedTokenError",
     "SequenceTooLongError",
@@ -150,3 +156,15 @@ class SequenceTooLongError(GemmaTurnsError, ValueError):
             f"{where}sequence of {length} tokens does not fit max_length={max_length}. "
             "Raise max_length, or choose a truncation policy (drop, truncate, drop_oldest_turns)"
         )
+
+
+class DatasetError(GemmaTurnsError, ValueError):
+    """An output cannot be written where asked, or a written dataset cannot be read back."""
+
+    def __init__(self, message: str, *, path: str | os.PathLike | None = None):
+        super().__init__(message)
+        self.path = None if path is None else os.fspath(path)
+
+
+class EmptyInputError(DatasetError):
+    """The input has no record at all (an empty file, or only blank lines)."""

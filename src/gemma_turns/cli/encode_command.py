@@ -9,15 +9,8 @@ import stat
 import sys
 import time
 
-from ..dataset import (
-    ArrayOptions,
-    AtomicText,
-    Counts,
-    DatasetError,
-    EmptyInputError,
-    write_dataset,
-)
-from ..errors import SequenceTooLongError
+from ..dataset import ArrayOptions, AtomicText, Counts, write_dataset
+from ..errors import DatasetError, EmptyInputError, SequenceTooLongError
 from ..jsonl import read_lines
 from ..streaming import EncodeOptions, Tally, encode_lines
 from .common import (
