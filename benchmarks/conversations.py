@@ -1,0 +1,113 @@
+"""Deterministic, realistic-looking conversations for the benchmarks.
+
+Multi-turn chats in several languages and scripts, code, markdown, system prompts, and a mix
+of short and very long messages (lengths drawn from a heavy-tailed distribution, as in real
+chat data). Generated from fixed word lists and a seeded RNG, so every run measures the same
+data without shipping any third-party corpus.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+WORDS = {
+    "en": "the a model answer question because however which would could should about people "
+    "time year way day thing world life hand part child eye woman place work week case point "
+    "government company number group problem fact explain example important different "
+    "following information development experience understand language".split(),
+    "de": "der die das und nicht ist ein eine ich sie wir mit auf für von dem auch werden "
+    "Regierung Entwicklung Beispiel wichtig verschieden Frage Antwort Erfahrung Sprache".split(),
+    "fr": "le la les des une est pas pour que qui dans sur avec plus gouvernement "
+    "développement exemple important différent question réponse expérience langue".split(),
+    "es": "el la los las una por para con que del como más pero sus gobierno desarrollo "
+    "ejemplo importante diferente pregunta respuesta experiencia idioma año".split(),
+    "ru": "и в не на я что он с как это по но они мы правительство развитие пример важный "
+    "разный вопрос ответ опыт язык год человек время".split(),
+    "zh": "的 一 是 不 了 人 我 在 有 他 这 中 大 来 上 国 个 到 说 们 为 子 和 你 地 出 道 也 时 年 "
+    "政府 发展 例子 重要 不同 问题 回答 经验 语言".split(),
+    "ja": "の に は を た が で て と し れ さ ある いる も する から な こと として い や "
+    "政府 開発 例 重要 異なる 質問 答え 経験 言語".split(),
+    "ar": "في من على إلى أن هذا مع كان التي الذي عن ما هو الحكومة التنمية مثال مهم مختلف "
+    "سؤال جواب خبرة لغة".split(),
+    "hi": "के है में की और से को एक यह भी कर पर था सरकार विकास उदाहरण महत्वपूर्ण अलग प्रश्न "
+    "उत्तर अनुभव भाषा".split(),
+    "ko": "이 그 저 것 수 등 들 및 정부 개발 예 중요한 다른 질문 대답 경험 언어 사람 시간".split(),
+}
+LANGUAGES = sorted(WORDS)
+SPACELESS = {"zh", "ja"}
+
+CODE = [
+    "def {name}(items, limit=10):\n    \"\"\"Return the first items.\"\"\"\n    result = []\n"
+    "    for i, item in enumerate(items):\n        if i >= limit:\n            break\n"
+    "        result.append(item * 2)\n    return result\n",
+    "function {name}(xs) {{\n  return xs.filter((x) => x % 2 === 0).map((x) => x * x);\n}}\n",
+    "SELECT id, name, COUNT(*) AS n\nFROM orders o JOIN users u ON o.user_id = u.id\n"
+    "WHERE o.created_at > '2024-01-01'\nGROUP BY id, name\nORDER BY n DESC;\n",
+    "#include <stdio.h>\n\nint {name}(int n) {{\n\tif (n < 2) return n;\n"
+    "\treturn {name}(n - 1) + {name}(n - 2);\n}}\n",
+    "<div class=\"card\">\n  <h1>{name}</h1>\n  <table><tr><td>1</td><td>2</td></tr></table>\n</div>\n",
+]
+SYSTEMS = [
+    "You are a helpful assistant. Answer concisely.",
+    "You are an expert software engineer. Explain your reasoning step by step, then give the "
+    "final code in one block.",
+    "Réponds toujours en français, de façon polie et précise.",
+    "# Policy\n\n- Be truthful.\n- Refuse unsafe requests.\n- Cite sources when you can.\n",
+]
+
+
+def _sentence(rng: random.Random, language: str) -> str:
+    words = WORDS[language]
+    text = ("" if language in SPACELESS else " ").join(
+        rng.choice(words) for _ in range(rng.randint(4, 18))
+    )
+    return text[0].upper() + text[1:] + rng.choice([".", ".", ".", "?", "!", "。" if language in SPACELESS else "."])
+
+
+def _message(rng: random.Random, language: str, role: str) -> str:
+    # Heavy-tailed length: most messages are a few sentences, a few are pages long.
+    target = int(min(40_000, rng.lognormvariate(5.3 if role == "user" else 6.4, 1.1)))
+    parts = []
+    size = 0
+    while size < target:
+        if role == "model" and rng.random() < 0.12:
+            block = "```\n" + rng.choice(CODE).format(name=f"f{rng.randint(0, 999)}") + "```"
+        elif rng.random() < 0.08:
+            block = "\n".join(f"- {_sentence(rng, language)}" for _ in range(rng.randint(2, 5)))
+        else:
+            block = " ".join(_sentence(rng, language) for _ in range(rng.randint(1, 4)))
+        parts.append(block)
+        size += len(block)
+    return "\n\n".join(parts)
+
+
+def generate(count: int, *, seed: int = 0) -> list[list[dict]]:
+    """``count`` conversations, the same for the same ``count`` and ``seed``."""
+    rng = random.Random(seed)
+    conversations = []
+    for _ in range(count):
+        language = rng.choice(LANGUAGES)
+        messages = []
+        if rng.random() < 0.3:
+            messages.append({"role": "system", "content": rng.choice(SYSTEMS)})
+        for _ in range(rng.choice([1, 1, 1, 2, 2, 3, 4, 6])):
+            messages.append({"role": "user", "content": _message(rng, language, "user")})
+            messages.append({"role": "assistant", "content": _message(rng, language, "model")})
+        conversations.append(messages)
+    return conversations
+
+
+def load_jsonl(path: str | Path) -> list[list[dict]]:
+    """Conversations from a JSONL file of ``{"messages": [...]}`` lines (or a folder of them)."""
+    path = Path(path)
+    files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
+    conversations = []
+    for file in files:
+        with open(file, encoding="utf-8") as handle:
+            for line in handle:
+                if line.strip():
+                    value = json.loads(line)
+                    conversations.append(value["messages"] if isinstance(value, dict) else value)
+    return conversations
