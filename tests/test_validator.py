@@ -336,6 +336,52 @@ def test_loss_mask_on_padding(tok):
     assert ("loss_mask", n + 1) in rules_at(validate(ids, tok, loss_mask=loss, attention_mask=attention))
 
 
+
+def test_list_rows_trimmed_masked_and_plain_together(tok):
+    """A list mixing rows cut by their <pad> runs, by an attention mask and by segment ids:
+    each row keeps its own positions and loss mask, in row order."""
+    a, b = training(tok), training(tok, CHAT[:2])
+    pad, bos = tok.specials.pad, tok.specials.bos
+    trimmed = [pad, pad] + a.ids.tolist() + [pad]
+    trimmed_loss = [0, 0] + a.loss_mask.tolist() + [1]  # 1 on the trailing pad
+    attended = b.ids.tolist() + [pad]
+    packed = a.ids.tolist() + b.ids.tolist()
+    rows = [trimmed, attended, packed, b.ids.tolist()]
+    losses = [trimmed_loss, b.loss_mask.tolist() + [0], a.loss_mask.tolist() + b.loss_mask.tolist(), None]
+    attention = [None, [1] * len(b) + [0], None, None]
+    segments = [None, None, [1] * len(a) + [2] * len(b), None]
+    report = validate(rows, tok, loss_mask=losses, attention_mask=attention, segment_ids=segments, expect="training")
+    assert [(f.rule, f.sequence, f.position) for f in report.findings] == [("loss_mask", 0, len(trimmed) - 1)]
+    rows[2] = packed[: len(a) + 1] + [bos] + packed[len(a) + 2 :]  # a second BOS in segment 2
+    rows[3] = rows[3] + [bos]
+    report = validate(rows, tok, loss_mask=losses, attention_mask=attention, segment_ids=segments, expect="training")
+    found = {(f.rule, f.sequence, f.position) for f in report.findings}
+    assert ("bos_inside", 2, len(a) + 1) in found and ("bos_inside", 3, len(b)) in found
+    assert {f.sequence for f in report.findings} == {0, 2, 3}
+
+
+def test_loss_mask_runs_in_packed_int32_rows(tok):
+    """The mask the encoder makes is compared per segment; a wrong run is reported once,
+    at its first position in the row, with the part of the turn it is on."""
+    a, b = training(tok), training(tok, train_newline=True)
+    width = len(a) + len(b) + 3
+    ids = np.zeros((1, width), np.int32)
+    segments = np.zeros_like(ids)
+    loss = np.zeros((1, width), np.int8)
+    ids[0, : len(a)], ids[0, len(a) : len(a) + len(b)] = a.ids, b.ids
+    segments[0, : len(a)], segments[0, len(a) : len(a) + len(b)] = 1, 2
+    loss[0, : len(a)], loss[0, len(a) : len(a) + len(b)] = a.loss_mask, b.loss_mask
+    assert validate(ids, tok, segment_ids=segments, loss_mask=loss, train_newline=None).ok
+    assert rules_at(validate(ids, tok, segment_ids=segments, loss_mask=loss)) == {
+        ("loss_mask", len(a) + index_of(b.ids, tok.specials.end_of_turn, nth=k) + 1) for k in (1, 3)
+    }
+    header = len(a) + index_of(b.ids, tok.specials.start_of_turn, nth=1) + 1
+    loss[0, header : header + 2] = 1
+    (finding,) = [f for f in validate(ids, tok, segment_ids=segments, loss_mask=loss, train_newline=None).findings]
+    assert (finding.rule, finding.position, finding.token_id) == ("loss_mask", header, int(ids[0, header]))
+    assert "the role header of a model turn (2 tokens from here)" in finding.message
+    assert "train_newline=True" in finding.message
+
 # -- the report and the pytest helper ---------------------------------------------------------
 
 

@@ -4,14 +4,17 @@
       -> units: one per sequence, or per packed segment; padding cut off by the masks
       -> token rules       numpy over the whole batch (ids in range, BOS, EOS, PAD, reserved ids)
       -> structure rules   numpy over the whole batch (turn markers, role headers, endings)
-      -> loss-mask rule    numpy: the mask the encoder would have made, compared position by position
+      -> loss-mask rule    numpy: the spans the encoder would have trained, compared with the mask
       -> text rules        content trimmed as the formatter does; BOS spelled as text; and, optional
                            and slower, canonical tokenization: every text run re-encodes to its ids
       -> Report of Findings (rule, sequence, position, token id, expected, message, context)
 
-No rule loops over tokens in Python: markers are found with ``np.isin``, turn state comes from
-running maxima of marker positions, counts from cumulative sums. Python loops run once per
-finding, per turn whose text must be decoded, or per text run for the canonical rule.
+No rule loops over tokens in Python, and few passes read every token: one table lookup finds
+the *marks* (every id that is not plain text: turn markers, BOS, EOS, PAD, reserved ids), and
+the rules work on those few positions and on the ids a fixed offset after them (turn state by
+``searchsorted`` over marker positions; the loss mask as spans, compared through one prefix
+sum). Per-token views are built only to explain a finding. Python loops run once per finding,
+per turn whose text must be decoded, or per text run for the canonical rule.
 
 A sequence passes when it is exactly what :class:`~gemma_turns.encoder.GemmaTokenizer` would
 produce for some conversation (reserved text escaped): for an unpadded sequence ``x`` with its
@@ -27,6 +30,7 @@ import weakref
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -351,6 +355,13 @@ class _Vocab:
         """``table[ids]``, with every out-of-range id looking up the last entry."""
         return table[np.where((ids < 0) | (ids >= self.size), self.size, ids)]
 
+    def breaks(self, ids: np.ndarray) -> np.ndarray:
+        """Positions of the ids that are not plain text: markers, BOS, EOS, PAD, <unk>,
+        reserved and out-of-range ids. One pass; the range check only when an id needs it."""
+        if len(ids) and (ids.min() < 0 or ids.max() >= self.size):
+            return np.flatnonzero(self.lookup(self.is_break, ids))
+        return np.flatnonzero(self.is_break[ids])
+
     def show(self, token_id: int) -> str:
         if 0 <= token_id < self.size:
             return _visible(self.pieces[token_id])
@@ -403,8 +414,8 @@ class _Batch:
 
     row: Callable[[int], np.ndarray]
     n_rows: int
-    flat: np.ndarray  # int64
-    loss: np.ndarray | None  # int64, aligned with flat (zeros where a unit has none)
+    flat: np.ndarray  # int32 or int64
+    loss: np.ndarray | None  # aligned with flat (zeros where a unit has none)
     starts: np.ndarray
     ends: np.ndarray
     rows: np.ndarray
@@ -476,6 +487,8 @@ def _rows(value, name: str, *, none_rows: bool = False) -> list:
         return []
     if _is_flat(value):
         return [_int_array(value, name)]
+    if all(type(row) is np.ndarray and row.ndim == 1 and row.dtype.kind in "iu" for row in value):
+        return list(value)  # as _int_array leaves them (Encodings bring such rows)
     rows = [None if none_rows and row is None else _int_array(row, name) for row in value]
     for index, row in enumerate(rows):
         if row is not None and row.ndim != 1:
@@ -502,65 +515,51 @@ def _matrix_like(value, shape, name: str) -> np.ndarray | None:
 
 
 def _from_rows(rows, losses, attentions, segments, vocab: _Vocab) -> _Batch:
+    """Rows of different lengths: one unit per row (leading and trailing <pad> cut off), or
+    per packed segment of a row that has its own attention mask or segment ids."""
     for name, given in (("loss_mask", losses), ("attention_mask", attentions), ("segment_ids", segments)):
         if given is not None and len(given) != len(rows):
             raise ValueError(f"{name} has {len(given)} rows, but there are {len(rows)} sequences")
-    early: list = []
-    unit_rows, unit_offsets, pieces, loss_pieces, has_loss = [], [], [], [], []
-    for r, ids in enumerate(rows):
-        loss = None if losses is None else losses[r]
-        if loss is not None and len(loss) != len(ids):
-            early.append(
-                _row_hit(
-                    "loss_mask",
-                    r,
-                    min(len(loss), len(ids)),
-                    NO_TOKEN,
-                    f"the loss mask has {len(loss)} values for {len(ids)} ids",
-                    "one loss-mask value per id",
-                )
-            )
-            loss = None
-        attention = None if attentions is None else attentions[r]
-        segment = None if segments is None else segments[r]
-        if attention is None and segment is None:
-            nonpad = np.flatnonzero(ids != vocab.pad)
-            spans = [(int(nonpad[0]), int(nonpad[-1]) + 1)] if len(nonpad) else [(0, 0)]
-        else:
-            for name, given in (("attention_mask", attention), ("segment_ids", segment)):
-                if given is not None and len(given) != len(ids):
-                    raise ValueError(
-                        f"{name}[{r}] has {len(given)} values, but sequence {r} has {len(ids)} ids"
-                    )
-            sub = _from_matrix(
-                ids[None],
-                None if loss is None else loss[None],
-                None if attention is None else attention[None],
-                None if segment is None else segment[None],
-                vocab,
-            )
-            for rule, _, positions, tokens, render in sub.early:
-                early.append((rule, np.full(len(positions), r), positions, tokens, render))
-            spans = [
-                (int(o), int(o + e - s)) for o, s, e in zip(sub.offsets, sub.starts, sub.ends)
-            ]
-        for a, b in spans:
-            unit_rows.append(r)
-            unit_offsets.append(a)
-            pieces.append(ids[a:b])
-            has_loss.append(loss is not None)
-            loss_pieces.append(loss[a:b] if loss is not None else np.zeros(b - a, np.int64))
-        if loss is not None and attention is None and segment is None:
-            a, b = spans[0]
-            positions = np.concatenate([np.flatnonzero(loss[:a] != 0), b + np.flatnonzero(loss[b:] != 0)])
-            if len(positions):
-                early.append(_loss_on_padding(np.full(len(positions), r), positions, ids[positions]))
-    lengths = np.array([len(p) for p in pieces], dtype=np.int64)
-    ends = np.cumsum(lengths)
-    flat = np.concatenate(pieces).astype(np.int64) if pieces else np.zeros(0, np.int64)
+    lengths = np.array([len(ids) for ids in rows], dtype=np.int64)
+    early, losses = _aligned_losses(rows, lengths, losses)
+    has_loss = np.array([loss is not None for loss in losses], bool) if losses else np.zeros(len(rows), bool)
+    all_ids = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    spans_from, spans_to = _unpadded_spans(all_ids, lengths, vocab.pad)
+    plain = np.ones(len(rows), dtype=bool)
+    for given in (attentions, segments):
+        if given is not None:
+            plain &= np.array([row is None for row in given], dtype=bool)
+    masked = np.flatnonzero(~plain).tolist()
+    unit_rows, unit_offsets, unit_ends = [np.flatnonzero(plain)], [spans_from[plain]], [spans_to[plain]]
+    for r in masked:
+        sub = _from_masked_row(r, rows[r], _row_or_none(losses, r), attentions, segments, vocab)
+        for rule, _, positions, tokens, render in sub.early:
+            early.append((rule, np.full(len(positions), r), positions, tokens, render))
+        unit_rows.append(np.full(len(sub.starts), r))
+        unit_offsets.append(sub.offsets)
+        unit_ends.append(sub.offsets + sub.ends - sub.starts)
+    unit_rows, unit_offsets, unit_ends = (
+        np.concatenate(x).astype(np.int64) for x in (unit_rows, unit_offsets, unit_ends)
+    )
+    order = np.lexsort((unit_offsets, unit_rows))  # units in row order
+    unit_rows, unit_offsets, unit_ends = unit_rows[order], unit_offsets[order], unit_ends[order]
+
+    trimmed = np.flatnonzero(plain & ((spans_from > 0) | (spans_to < lengths)))
+    for r in trimmed[has_loss[trimmed]].tolist():  # a loss mask set on the <pad> cut off
+        a, b, loss = spans_from[r], spans_to[r], losses[r]
+        positions = np.concatenate([np.flatnonzero(loss[:a] != 0), b + np.flatnonzero(loss[b:] != 0)])
+        if len(positions):
+            early.append(_loss_on_padding(np.full(len(positions), r), positions, rows[r][positions]))
+
+    whole = not masked and not len(trimmed)  # the units are the rows: no slice of each
+    units = [] if whole else list(zip(unit_rows.tolist(), unit_offsets.tolist(), unit_ends.tolist()))
+    flat = _ids_dtype(all_ids if whole else _gather(rows, units))
     loss_flat = None
     if losses is not None:
-        loss_flat = np.concatenate(loss_pieces).astype(np.int64) if pieces else np.zeros(0, np.int64)
+        whole_losses = whole and has_loss.all() and losses
+        loss_flat = np.concatenate(losses) if whole_losses else _gather(losses, units or _whole_rows(lengths))
+    lengths = unit_ends - unit_offsets
+    ends = np.cumsum(lengths)
     return _Batch(
         row=lambda r: rows[r],
         n_rows=len(rows),
@@ -568,26 +567,97 @@ def _from_rows(rows, losses, attentions, segments, vocab: _Vocab) -> _Batch:
         loss=loss_flat,
         starts=ends - lengths,
         ends=ends,
-        rows=np.array(unit_rows, dtype=np.int64),
-        offsets=np.array(unit_offsets, dtype=np.int64),
-        has_loss=np.array(has_loss, dtype=bool),
+        rows=unit_rows,
+        offsets=unit_offsets,
+        has_loss=has_loss[unit_rows],
         early=early,
     )
 
 
+def _from_masked_row(r, ids, loss, attentions, segments, vocab: _Vocab) -> _Batch:
+    """One row with its own attention mask or segment ids, cut as a matrix of one row."""
+    attention, segment = _row_or_none(attentions, r), _row_or_none(segments, r)
+    for name, given in (("attention_mask", attention), ("segment_ids", segment)):
+        if given is not None and len(given) != len(ids):
+            raise ValueError(f"{name}[{r}] has {len(given)} values, but sequence {r} has {len(ids)} ids")
+    return _from_matrix(
+        ids[None],
+        None if loss is None else loss[None],
+        None if attention is None else attention[None],
+        None if segment is None else segment[None],
+        vocab,
+    )
+
+
+def _whole_rows(lengths) -> list:
+    return [(r, 0, length) for r, length in enumerate(lengths.tolist())]
+
+
+def _row_or_none(rows, r):
+    return None if rows is None else rows[r]
+
+
+def _aligned_losses(rows, lengths, losses):
+    """``(hits, losses)``: a loss-mask row whose length differs from its ids' is a finding,
+    and that row is then taken as having no mask."""
+    if losses is None:
+        return [], None
+    losses = list(losses)
+    hits = []
+    loss_lengths = np.array([-1 if loss is None else len(loss) for loss in losses], dtype=np.int64)
+    for r in np.flatnonzero((loss_lengths >= 0) & (loss_lengths != lengths)).tolist():
+        count, size = int(loss_lengths[r]), int(lengths[r])
+        hits.append(
+            _row_hit(
+                "loss_mask",
+                r,
+                min(count, size),
+                NO_TOKEN,
+                f"the loss mask has {count} values for {size} ids",
+                "one loss-mask value per id",
+            )
+        )
+        losses[r] = None
+    return hits, losses
+
+
+def _unpadded_spans(all_ids, lengths, pad: int) -> tuple[np.ndarray, np.ndarray]:
+    """``[from, to)`` of each row (concatenated in ``all_ids``) without its leading and
+    trailing <pad> runs (``0, 0`` for padding only). Only rows that start or end with <pad>
+    are searched."""
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    spans_from, spans_to = np.zeros(len(lengths), np.int64), lengths.copy()
+    nonempty = lengths > 0
+    padded = np.zeros(len(lengths), dtype=bool)
+    padded[nonempty] = (all_ids[starts[nonempty]] == pad) | (all_ids[ends[nonempty] - 1] == pad)
+    for r in np.flatnonzero(padded).tolist():
+        nonpad = np.flatnonzero(all_ids[starts[r] : ends[r]] != pad)
+        spans_from[r], spans_to[r] = (nonpad[0], nonpad[-1] + 1) if len(nonpad) else (0, 0)
+    return spans_from, spans_to
+
+
+def _gather(rows, units) -> np.ndarray:
+    """The ``[a, b)`` slices of ``rows[r]`` for each unit ``(r, a, b)``, concatenated (zeros
+    for a None row)."""
+    pieces = [rows[r][a:b] if rows[r] is not None else np.zeros(b - a, np.int8) for r, a, b in units]
+    return np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
+
+
+def _ids_dtype(flat: np.ndarray) -> np.ndarray:
+    """int32 and int64 ids stay as they are (a copy would cost a pass); others become int64."""
+    return flat if flat.dtype in (np.int32, np.int64) else flat.astype(np.int64)
+
+
 def _from_matrix(ids, loss, attention, segments, vocab: _Vocab) -> _Batch:
+    """Rows of one width: one unit per packed segment (with segment ids), or per row (the
+    attention mask's 1s, or the row without leading and trailing <pad>)."""
     n, width = ids.shape
-    columns = np.arange(width)
     early: list = []
     if segments is not None:
         covered = segments > 0
-        before = np.concatenate([np.zeros((n, 1), segments.dtype), segments[:, :-1]], axis=1)
-        after = np.concatenate([segments[:, 1:], np.zeros((n, 1), segments.dtype)], axis=1)
-        unit_rows, starts_col = np.nonzero(covered & (segments != before))
-        _, ends_col = np.nonzero(covered & (segments != after))
-        ends_col = ends_col + 1
+        unit_rows, starts_col, ends_col, number = _segment_runs(segments)
         rank = np.arange(len(unit_rows)) - np.searchsorted(unit_rows, unit_rows)
-        number = segments[unit_rows, starts_col]
         bad = np.flatnonzero(number != rank + 1)
         if len(bad):
             early.append(
@@ -618,7 +688,7 @@ def _from_matrix(ids, loss, attention, segments, vocab: _Vocab) -> _Batch:
                     ),
                 )
             )
-        empty_rows = np.flatnonzero(~covered.any(axis=1))
+        empty_rows = np.flatnonzero(np.bincount(unit_rows, minlength=n) == 0)
         if len(empty_rows):
             early.append(
                 (
@@ -654,6 +724,7 @@ def _from_matrix(ids, loss, attention, segments, vocab: _Vocab) -> _Batch:
             last = np.where(has, width - present[:, ::-1].argmax(axis=1), 0)
         else:
             first = last = np.zeros(n, dtype=np.int64)
+        columns = np.arange(width)
         covered = (columns >= first[:, None]) & (columns < last[:, None])
         unit_rows = np.arange(n)
         starts_col, ends_col = first, last
@@ -673,14 +744,17 @@ def _from_matrix(ids, loss, attention, segments, vocab: _Vocab) -> _Batch:
                 )
             )
         not_pad_what = "attention mask is 0"
-    bad_rows, bad_cols = np.nonzero(~covered & (ids != vocab.pad))
-    if len(bad_rows):
+    covered = covered.ravel()
+    outside = np.flatnonzero(~covered)  # padding: checked position by position
+    all_ids = ids.ravel()
+    bad = outside[all_ids[outside] != vocab.pad]
+    if len(bad):
         early.append(
             (
                 "padding",
-                bad_rows,
-                bad_cols,
-                ids[bad_rows, bad_cols],
+                bad // width,
+                bad % width,
+                all_ids[bad],
                 lambda k, what=not_pad_what: (
                     f"a non-<pad> id where the {what}: padding must be <pad>, or the mask is wrong",
                     f"<pad> (id {vocab.pad})",
@@ -688,17 +762,16 @@ def _from_matrix(ids, loss, attention, segments, vocab: _Vocab) -> _Batch:
             )
         )
     if loss is not None:
-        loss_rows, loss_cols = np.nonzero(~covered & (loss != 0))
-        if len(loss_rows):
-            early.append(_loss_on_padding(loss_rows, loss_cols, ids[loss_rows, loss_cols]))
+        trained = outside[loss.ravel()[outside] != 0]
+        if len(trained):
+            early.append(_loss_on_padding(trained // width, trained % width, all_ids[trained]))
     lengths = (ends_col - starts_col).astype(np.int64)
     ends = np.cumsum(lengths)
-    loss_flat = None if loss is None else loss[covered].astype(np.int64)
     return _Batch(
         row=lambda r: ids[r],
         n_rows=n,
-        flat=ids[covered].astype(np.int64),
-        loss=loss_flat,
+        flat=_ids_dtype(all_ids[covered]),
+        loss=None if loss is None else loss.ravel()[covered],
         starts=ends - lengths,
         ends=ends,
         rows=unit_rows.astype(np.int64),
@@ -706,6 +779,22 @@ def _from_matrix(ids, loss, attention, segments, vocab: _Vocab) -> _Batch:
         has_loss=np.full(len(lengths), loss is not None),
         early=early,
     )
+
+
+def _segment_runs(segments: np.ndarray):
+    """``(rows, starts, ends, numbers)`` of each run of equal positive segment ids in a row."""
+    n, width = segments.shape
+    if segments.size == 0:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, empty, empty
+    values = segments.ravel()
+    run_starts = np.union1d(np.flatnonzero(values[1:] != values[:-1]) + 1, np.arange(0, values.size, width))
+    run_ends = np.r_[run_starts[1:], values.size]
+    numbers = values[run_starts]
+    keep = numbers > 0
+    run_starts, run_ends, numbers = run_starts[keep], run_ends[keep], numbers[keep]
+    rows = run_starts // width
+    return rows, run_starts - rows * width, run_ends - rows * width, numbers
 
 
 def _row_hit(rule, row, position, token, message, expected):
@@ -731,8 +820,29 @@ def _loss_on_padding(rows, positions, tokens):
 # -- the rules --------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """Per position of ``flat``: the latest <start_of_turn> of its unit (-1 if none), which
+    part of a turn it is, and the turn's role id (-1 outside turns). For display only."""
+
+    last_sot: np.ndarray
+    header: np.ndarray
+    content: np.ndarray
+    closing: np.ndarray
+    after_newline: np.ndarray
+    role_at: np.ndarray
+
+
+
 class _Check:
-    """The rules over one batch. Hits stay arrays until the report shows them."""
+    """The rules over one batch. Hits stay arrays until the report shows them.
+
+    The rules read the *marks*: the positions of every id that is not plain text (markers,
+    BOS, EOS, PAD, <unk>, reserved and out-of-range ids), found in one lookup pass. Text
+    between marks only matters at a few offsets after them (role, header newline, the \\n
+    after <end_of_turn>), read there. Per-token views (``unit_of``, ``layout``, ...) are built
+    only when a finding needs explaining, for labels, or for the parser.
+    """
 
     def __init__(self, batch: _Batch, tokenizer, *, expect, endings, train_on, train_newline):
         self.batch = batch
@@ -756,17 +866,22 @@ class _Check:
         if len(flat_positions) == 0:
             return
         if units is None:
-            units = self.unit_of[flat_positions]
+            units = self.units_at(flat_positions)
         units = np.asarray(units, dtype=np.int64)
         inside = flat_positions < batch.ends[units]
         if len(batch.flat):
-            tokens = np.where(inside, batch.flat[np.minimum(flat_positions, len(batch.flat) - 1)], NO_TOKEN)
+            found = batch.flat[np.minimum(flat_positions, len(batch.flat) - 1)].astype(np.int64)
+            tokens = np.where(inside, found, NO_TOKEN)
         else:
             tokens = np.full(len(flat_positions), NO_TOKEN)
         positions = batch.offsets[units] + flat_positions - batch.starts[units]
         self.groups.append((rule, batch.rows[units], positions, tokens, render))
         if rule in BLOCKING:
             self.blocked[units] = True
+
+    def units_at(self, flat_positions) -> np.ndarray:
+        """The unit of each position inside a unit."""
+        return np.searchsorted(self.batch.ends, flat_positions, side="right")
 
     # -- the stages
 
@@ -780,18 +895,15 @@ class _Check:
     def tokens_and_structure(self) -> None:
         b, v = self.batch, self.vocab
         flat, starts, ends = b.flat, b.starts, b.ends
-        n = len(flat)
         lengths = ends - starts
-        self.unit_of = np.repeat(np.arange(len(starts)), lengths)
-        self.unit_start = starts[self.unit_of]
-        self.unit_end = ends[self.unit_of]
-        self.index = np.arange(n)
-        position = self.index - self.unit_start
+        marks = v.breaks(flat)
+        ids = flat[marks].astype(np.int64)
+        unit = self.units_at(marks)
+        self.marks, self.mark_ids = marks, ids
 
-        out_of_range = (flat < 0) | (flat >= v.size)
         self.hit(
             "id_out_of_range",
-            np.flatnonzero(out_of_range),
+            marks[(ids < 0) | (ids >= v.size)],
             lambda k: (
                 f"id outside the vocabulary of {v.size} pieces: the ids come from another "
                 "tokenizer, or are corrupt",
@@ -800,27 +912,24 @@ class _Check:
         )
         self.hit(
             "unk",
-            np.flatnonzero(flat == v.unk),
+            marks[ids == v.unk],
             lambda k: (
                 "the <unk> id: the text could not be encoded, or the ids come from another vocabulary",
                 "a known piece",
             ),
         )
-        is_bos, is_eos, is_pad = flat == v.bos, flat == v.eos, flat == v.pad
-        is_sot, is_eot, is_soi = flat == v.sot, flat == v.eot, flat == v.soi
-        self.is_sot, self.is_eot, self.is_soi = is_sot, is_eot, is_soi
+        is_bos, is_eos, is_pad = ids == v.bos, ids == v.eos, ids == v.pad
+        is_sot, is_eot = ids == v.sot, ids == v.eot
 
         # What each unit is: chat (turns) or PT (plain text).
-        sot_count = _per_unit(is_sot, starts, ends)
         if self.expect in ("inference", "training"):
             chat = np.ones(len(starts), dtype=bool)
         elif self.expect == "pt":
             chat = np.zeros(len(starts), dtype=bool)
         else:
-            chat = sot_count > 0
+            chat = np.bincount(unit[is_sot], minlength=len(starts)) > 0
         self.chat = chat
-        chat_token = chat[self.unit_of]
-        self.chat_token = chat_token
+        chat_mark = chat[unit]
 
         # BOS: at position 0 only; BOS spelled as text where it should be.
         starts_with_bos = np.zeros(len(starts), dtype=bool)
@@ -845,7 +954,7 @@ class _Check:
         )
         self.hit(
             "bos_inside",
-            np.flatnonzero(is_bos & (position > 0)),
+            marks[is_bos & (marks > starts[unit])],
             lambda k: (
                 "BOS inside the sequence: the double-BOS bug (BOS added twice, or by a "
                 "template and again by the tokenizer), or sequences joined without segment ids",
@@ -864,12 +973,11 @@ class _Check:
             ),
             units=where_text_bos,
         )
-        last_position = position == (self.unit_end - self.unit_start - 1)
-        eos_bad = is_eos & (chat_token | ~last_position)
+        eos_bad = is_eos & (chat_mark | (marks != ends[unit] - 1))
         self.hit(
             "eos_inside",
-            np.flatnonzero(eos_bad),
-            lambda k, in_chat=chat_token[eos_bad]: (
+            marks[eos_bad],
+            lambda k, in_chat=chat_mark[eos_bad]: (
                 (
                     "EOS in a chat sequence: Gemma chat sequences end with <end_of_turn>\\n "
                     "(or the generation prompt), never with <eos>"
@@ -881,38 +989,35 @@ class _Check:
         )
         self.hit(
             "pad_inside",
-            np.flatnonzero(is_pad),
+            marks[is_pad],
             lambda k: (
                 "PAD inside the sequence: padding must be where the attention mask is 0, at one end",
                 "a content token",
             ),
         )
-        reserved = np.where(
-            chat_token, v.lookup(v.is_reserved_chat, flat), v.lookup(v.is_reserved_pt, flat)
-        )
+        reserved = np.where(chat_mark, v.lookup(v.is_reserved_chat, ids), v.lookup(v.is_reserved_pt, ids))
         self.hit(
             "reserved_in_content",
-            np.flatnonzero(reserved),
-            lambda k, ids=flat[reserved]: (
-                f"the reserved id of {v.show(int(ids[k]))} inside content: content spelled it and "
+            marks[reserved],
+            lambda k, found=ids[reserved]: (
+                f"the reserved id of {v.show(int(found[k]))} inside content: content spelled it and "
                 "was encoded without escaping (reserved='allow'), or the ids are corrupt",
                 "text, or the reserved text escaped (reserved='escape')",
             ),
         )
-        self._structure(first_content, text_bos)
+        turn_mark = (is_sot | is_eot) & chat_mark
+        self._structure(first_content, text_bos, marks[turn_mark], is_sot[turn_mark], unit[turn_mark])
 
     def _text_bos_units(self, first_content) -> np.ndarray:
         """Units whose first text (after BOS, or at 0 without it) is '<bos>' or '[BOS]' as text."""
         b, v = self.batch, self.vocab
         found = np.zeros(len(b.starts), dtype=bool)
-        safe = np.clip(b.flat, 0, v.size - 1)
         candidates = np.flatnonzero(first_content < b.ends)
         if len(candidates) == 0:
             return found
-        at = first_content[candidates]
-        first_ids = b.flat[at]
-        candidates = candidates[v.maybe_text_bos[safe[at]] & ~v.lookup(v.is_break, first_ids)]
-        for u in candidates:
+        first_ids = b.flat[first_content[candidates]].astype(np.int64)
+        maybe = v.maybe_text_bos[np.clip(first_ids, 0, v.size - 1)] & ~v.lookup(v.is_break, first_ids)
+        for u in candidates[maybe]:
             a = int(first_content[u])
             ids = b.flat[a : min(int(b.ends[u]), a + 12)]
             stop = np.flatnonzero(v.lookup(v.is_break, ids))
@@ -922,13 +1027,11 @@ class _Check:
             found[u] = text.startswith(TEXT_BOS)
         return found
 
-    def _structure(self, first_content, text_bos) -> None:
+    def _structure(self, first_content, text_bos, markers, kind, unit) -> None:
+        """The turn rules, over the turn markers of chat units: ``markers`` (positions),
+        ``kind`` (True for <start_of_turn>), ``unit`` (of each)."""
         b, v = self.batch, self.vocab
-        flat, n = b.flat, len(b.flat)
-        chat_token = self.chat_token
-        is_sot = self.is_sot & chat_token
-        is_eot = self.is_eot & chat_token
-
+        flat = b.flat
         at = self.at
         # The first token of a chat unit (after BOS) opens a turn.
         self.blocked |= self.chat & text_bos
@@ -948,9 +1051,7 @@ class _Check:
             units=bad_start,
         )
 
-        markers = np.flatnonzero(is_sot | is_eot)
-        kind = is_sot[markers]
-        unit = self.unit_of[markers]
+        self.markers, self.marker_is_sot, self.marker_unit = markers, kind, unit
         first = np.r_[True, unit[1:] != unit[:-1]] if len(markers) else np.zeros(0, bool)
         previous_kind = np.r_[False, kind[:-1]] if len(markers) else np.zeros(0, bool)
         previous_position = np.r_[-1, markers[:-1]] if len(markers) else np.zeros(0, np.int64)
@@ -967,17 +1068,17 @@ class _Check:
         self.hit(
             "unclosed_turn",
             markers[reopened],
-            lambda k, p=previous_position[reopened] - self.unit_start[markers[reopened]] + b.offsets[unit[reopened]]: (
+            lambda k, p=previous_position[reopened] - b.starts[unit[reopened]] + b.offsets[unit[reopened]]: (
                 f"a new turn starts, but the turn opened at position {p[k]} was never closed",
                 f"<end_of_turn> (id {v.eot}) \\n before the next <start_of_turn>",
             ),
         )
 
         # Turn headers: <start_of_turn> role newline.
-        sots = np.flatnonzero(is_sot)
-        self.sots = sots
-        role = at(sots, 1)
-        header_newline = at(sots, 2)
+        sots, sot_unit = markers[kind], unit[kind]
+        self.sots, self.sot_unit = sots, sot_unit
+        role = at(sots, 1, sot_unit)
+        header_newline = at(sots, 2, sot_unit)
         role_ok = (role == v.user) | (role == v.model)
         bad_role = (role >= 0) & ~role_ok & (role != v.sot)
         self.hit(
@@ -996,13 +1097,12 @@ class _Check:
             sots[bad_header] + 2,
             lambda k: ("the role must be followed by a newline that ends the turn header", f"\\n (id {v.newline})"),
         )
-        sot_unit = self.unit_of[sots]
         turn = np.arange(len(sots)) - np.searchsorted(sot_unit, sot_unit)
         self.turn_in_unit = turn
         expected_role = np.where(turn % 2 == 0, v.user, v.model)
         # The generation prompt is no turn: the encoder (as the official template) puts it
         # after a model turn too, when asked to.
-        prompt = (sots + 3 == self.unit_end[sots]) & (role == v.model) & (header_newline == v.newline)
+        prompt = (sots + 3 == b.ends[sot_unit]) & (role == v.model) & (header_newline == v.newline)
         alternating = role_ok & (role != expected_role) & ~prompt
         self.hit(
             "roles_not_alternating",
@@ -1017,16 +1117,16 @@ class _Check:
         self.role_ok = role_ok
 
         # After <end_of_turn>: exactly one \n, then <start_of_turn> or the end.
-        eots = np.flatnonzero(is_eot)
-        after = at(eots, 1)
+        eots, eot_unit = markers[~kind], unit[~kind]
+        after = at(eots, 1, eot_unit)
         newline_after = after == v.newline
         self.hit(
             "missing_turn_newline",
             eots[~newline_after] + 1,
             lambda k: ("<end_of_turn> must be followed by \\n", f"\\n (id {v.newline})"),
-            units=self.unit_of[eots[~newline_after]],
+            units=eot_unit[~newline_after],
         )
-        following = at(eots, 2)
+        following = at(eots, 2, eot_unit)
         between = newline_after & (following >= 0) & (following != v.sot)
         between &= ~np.isin(following, [v.bos, v.eos, v.pad])  # reported by their own rules
         self.hit(
@@ -1060,7 +1160,7 @@ class _Check:
             # the turn a closing <end_of_turn> closes: the role after the latest <start_of_turn>
             sot_index = np.searchsorted(sots, position, side="right") - 1
             if len(sots):
-                same_unit = (sot_index >= 0) & (self.unit_of[sots[np.maximum(sot_index, 0)]] == chat_units)
+                same_unit = (sot_index >= 0) & (sot_unit[np.maximum(sot_index, 0)] == chat_units)
                 closes_role = np.where(same_unit, role[np.maximum(sot_index, 0)], -1)
             else:
                 closes_role = np.full(len(chat_units), -1)
@@ -1068,8 +1168,8 @@ class _Check:
             prompt = (
                 ~closed
                 & (position + 3 == end)
-                & (at(position, 1) == v.model)
-                & (at(position, 2) == v.newline)
+                & (at(position, 1, chat_units) == v.model)
+                & (at(position, 2, chat_units) == v.newline)
             )
             open_end = ~closed & ~prompt
             ending[chat_units] = np.where(
@@ -1089,21 +1189,20 @@ class _Check:
             )
         self.last_marker = last_marker
         self._ending_rule()
-        self._layout()
 
-    def at(self, anchors, offset: int) -> np.ndarray:
-        """The id ``offset`` tokens after each anchor position, or -1 past the anchor's unit."""
+    def at(self, anchors, offset: int, units) -> np.ndarray:
+        """The id ``offset`` tokens after each anchor position (in ``units``), or -1 past the
+        anchor's unit."""
         anchors = np.asarray(anchors, dtype=np.int64)
         flat = self.batch.flat
         if len(anchors) == 0:
             return np.zeros(0, np.int64)
         probe = anchors + offset
-        inside = probe < self.unit_end[anchors]
-        return np.where(inside, flat[np.minimum(probe, len(flat) - 1)], -1)
+        inside = probe < self.batch.ends[units]
+        return np.where(inside, flat[np.minimum(probe, len(flat) - 1)].astype(np.int64), -1)
 
     def _ending_rule(self) -> None:
         b = self.batch
-        units = len(b.starts)
         if self.endings is not None:
             chat_ok = pt_ok = self.endings
         elif self.expect is not None:
@@ -1112,9 +1211,7 @@ class _Check:
             chat_ok, pt_ok = CHAT_ENDINGS, PT_ENDINGS
         ending = self.ending
         known = ending != ""
-        allowed = np.array(
-            [(e in chat_ok) if c else (e in pt_ok) for e, c in zip(ending, self.chat)], dtype=bool
-        ) if units else np.zeros(0, bool)
+        allowed = np.where(self.chat, np.isin(ending, list(chat_ok)), np.isin(ending, list(pt_ok)))
         wrong = np.flatnonzero(known & ~allowed)
         # where to point: the last turn's <start_of_turn> (chat), the last token (PT)
         position = np.where(
@@ -1151,29 +1248,72 @@ class _Check:
         index = np.searchsorted(self.sots, positions, side="right") - 1
         return np.where(index >= 0, self.sots[np.maximum(index, 0)] if len(self.sots) else 0, positions)
 
-    def _layout(self) -> None:
+
+    def _in_content(self, positions, units) -> np.ndarray:
+        """Whether each position (not a turn marker) lies in the content of a turn of its unit:
+        the latest turn marker before it is a <start_of_turn> at least 3 tokens back."""
+        markers = self.markers
+        j = np.searchsorted(markers, positions, side="right") - 1
+        if len(markers) == 0:
+            return np.zeros(len(positions), bool)
+        k = np.maximum(j, 0)
+        return (j >= 0) & (self.marker_unit[k] == units) & self.marker_is_sot[k] & (positions >= markers[k] + 3)
+
+    # -- per-token views, built on demand (labels, parser, explaining a finding)
+
+    @cached_property
+    def unit_of(self) -> np.ndarray:
+        b = self.batch
+        return np.repeat(np.arange(len(b.starts)), b.ends - b.starts)
+
+    @cached_property
+    def unit_start(self) -> np.ndarray:
+        return self.batch.starts[self.unit_of]
+
+    @cached_property
+    def unit_end(self) -> np.ndarray:
+        return self.batch.ends[self.unit_of]
+
+    @cached_property
+    def chat_token(self) -> np.ndarray:
+        return self.chat[self.unit_of]
+
+    @cached_property
+    def is_sot(self) -> np.ndarray:
+        return self.batch.flat == self.vocab.sot
+
+    @cached_property
+    def is_eot(self) -> np.ndarray:
+        return self.batch.flat == self.vocab.eot
+
+    @cached_property
+    def is_soi(self) -> np.ndarray:
+        return self.batch.flat == self.vocab.soi
+
+    @cached_property
+    def layout(self) -> _Layout:
         """Per position: the turn it is in, and which part of the turn (chat units)."""
         b, v = self.batch, self.vocab
         flat, n = b.flat, len(b.flat)
-        index = self.index
-        last_sot = _last_at_or_before(self.is_sot & self.chat_token, self.unit_start)
-        last_eot = _last_at_or_before(self.is_eot & self.chat_token, self.unit_start)
+        index = np.arange(n)
+        is_sot, is_eot = self.is_sot & self.chat_token, self.is_eot & self.chat_token
+        last_sot = _last_at_or_before(is_sot, self.unit_start)
+        last_eot = _last_at_or_before(is_eot, self.unit_start)
         in_turn = (last_sot >= 0) & (last_sot > last_eot)
         offset = index - last_sot
-        self.last_sot = last_sot
-        self.in_turn = in_turn
-        self.header = in_turn & (offset >= 1) & (offset <= 2)
-        self.content = in_turn & (offset >= 3)
-        self.closing = self.is_eot & self.chat_token & (last_sot >= 0)
-        self.after_newline = (
-            ~in_turn & self.chat_token & (last_eot >= 0) & (index - last_eot == 1) & (flat == v.newline)
-        )
         # index of the position's turn in self.sots (-1 outside turns)
-        self.turn_of = np.where(last_sot >= 0, np.cumsum(self.is_sot & self.chat_token) - 1, -1)
+        turn_of = np.where(last_sot >= 0, np.cumsum(is_sot) - 1, -1)
         role_at = np.full(n, -1, dtype=np.int64)
-        inside = self.turn_of >= 0
-        role_at[inside] = self.role[self.turn_of[inside]]
-        self.role_at = role_at
+        inside = turn_of >= 0
+        role_at[inside] = self.role[turn_of[inside]]
+        return _Layout(
+            last_sot=last_sot,
+            header=in_turn & (offset >= 1) & (offset <= 2),
+            content=in_turn & (offset >= 3),
+            closing=is_eot & (last_sot >= 0),
+            after_newline=~in_turn & self.chat_token & (last_eot >= 0) & (index - last_eot == 1) & (flat == v.newline),
+            role_at=role_at,
+        )
 
     # -- trimmed content
 
@@ -1185,26 +1325,31 @@ class _Check:
         if n == 0:
             return
         usable = self.chat & ~self.blocked
-        sots = self.sots[usable[self.unit_of[self.sots]]] if len(self.sots) else self.sots
-        turn_index = np.searchsorted(self.sots, sots)
+        turn_index = np.flatnonzero(usable[self.sot_unit])
+        sots = self.sots[turn_index]
         # segment starts: after each header, and after each image marker inside content
         header_newline = flat[np.minimum(sots + 2, n - 1)]
         header_starts = np.where(header_newline == v.newline, sots + 3, sots + 2)
-        sois = np.flatnonzero(self.is_soi & self.content & usable[self.unit_of])
+        is_soi = self.mark_ids == v.soi
+        soi_unit = self.units_at(self.marks[is_soi])
+        content = usable[soi_unit] & self._in_content(self.marks[is_soi], soi_unit)
+        sois, soi_unit = self.marks[is_soi][content], soi_unit[content]
         starts = np.concatenate([header_starts, sois + 1])
         first_of_unit = np.concatenate(
             [(self.turn_in_unit[turn_index] == 0) & (self.role[turn_index] == v.user), np.zeros(len(sois), bool)]
         )
         text_from = np.concatenate([sots + 1, sois + 1])  # where the decoded run begins
         from_header = np.concatenate([np.ones(len(sots), bool), np.zeros(len(sois), bool)])
-        # segment ends: the next image marker or <end_of_turn>
-        stop = _next_at_or_after(self.is_soi | self.is_eot, self.unit_end)
-        anchors = np.concatenate([sots, sois])
-        inside = starts < self.unit_end[anchors] if len(anchors) else np.zeros(0, bool)
-        starts, first_of_unit, text_from, from_header = (
-            starts[inside], first_of_unit[inside], text_from[inside], from_header[inside]
+        unit_end = b.ends[np.concatenate([self.sot_unit[turn_index], soi_unit])]
+        inside = starts < unit_end
+        starts, first_of_unit, text_from, from_header, unit_end = (
+            starts[inside], first_of_unit[inside], text_from[inside], from_header[inside], unit_end[inside]
         )
-        ends = stop[starts]
+        # segment ends: the next image marker or <end_of_turn> in the unit
+        stops = self.marks[is_soi | (self.mark_ids == v.eot)]
+        next_stop = np.searchsorted(stops, starts)
+        ends = stops[np.minimum(next_stop, len(stops) - 1)] if len(stops) else np.zeros(len(starts), np.int64)
+        ends = np.where((next_stop < len(stops)) & (ends < unit_end), ends, -1)
         keep = (ends > starts) & (ends >= 0)
         starts, ends, first_of_unit, text_from, from_header = (
             starts[keep], ends[keep], first_of_unit[keep], text_from[keep], from_header[keep]
@@ -1236,8 +1381,8 @@ class _Check:
         self.hit(
             "content_whitespace",
             position,
-            lambda k, lead_=bad_lead[where], first_=first_of_unit[where], r=self.role_at[position]: (
-                f"{'user' if r[k] == v.user else 'model'} content "
+            lambda k, lead_=bad_lead[where], first_=first_of_unit[where], p=position: (
+                f"{'user' if self.layout.role_at[p[k]] == v.user else 'model'} content "
                 f"{'starts' if lead_[k] else 'ends'} with whitespace; the formatter trims "
                 "content (str.strip), so the encoder never makes this"
                 + (" (the first user turn may start with the system text, then a blank line)" if first_[k] else ""),
@@ -1247,57 +1392,79 @@ class _Check:
 
     # -- the loss mask
 
-    def _expected_masks(self):
-        """Candidate masks: one per legal (train_on, train_newline), as the encoder makes them."""
+    def _trained_spans(self):
+        """Candidate masks, one per legal (train_on, train_newline), as the encoder makes them:
+        spans ``[start, stop)`` of ``flat`` (with the unit of each) where the mask is 1: the
+        content and <end_of_turn> (and its \\n, with train_newline) of each trained model
+        turn; a PT text after BOS. Exact where a unit's layout holds (not blocked), which is
+        the only place a mask is compared.
+
+        Returns ``(candidates, content)``: ``candidates`` a list of ``(name, starts, stops,
+        units, trained_turn)``; ``content`` the content length of each turn."""
         b, v = self.batch, self.vocab
         train_ons = ["all", "last"] if self.train_on is None else [self.train_on]
         newlines = [False, True] if self.train_newline is None else [bool(self.train_newline)]
-        sots = self.sots
-        role = self.role
+        sots, sot_unit, role = self.sots, self.sot_unit, self.role
         model_turn = role == v.model
         last_model = np.zeros(len(sots), dtype=bool)
         model_index = np.flatnonzero(model_turn)
         if len(model_index):
-            model_unit = self.unit_of[sots[model_index]]
+            model_unit = sot_unit[model_index]
             last_model[model_index[np.r_[model_unit[1:] != model_unit[:-1], True]]] = True
-        turn_of = self.turn_of
-        inside = turn_of >= 0
-        pt = ~self.chat_token
+        # A turn's content runs to the next turn marker of its unit (its <end_of_turn>), or
+        # to the unit's end (the generation prompt, which has none).
+        following = np.searchsorted(self.markers, sots, side="right")
+        k = np.minimum(following, len(self.markers) - 1)
+        has_next = (following < len(self.markers)) & (self.marker_unit[k] == sot_unit)
+        content_end = np.where(has_next, self.markers[k], b.ends[sot_unit])
+        closed = has_next & ~self.marker_is_sot[k]
+        content_start = np.minimum(sots + 3, content_end)
+        newline_after = closed & (self.at(np.where(closed, content_end, sots), 1, sot_unit) == v.newline)
+        pt_units = np.flatnonzero(~self.chat & (b.ends - b.starts > 1))
         candidates = []
         for train_on in train_ons:
             trained_turn = model_turn & (last_model if train_on == "last" else True)
-            trained = np.zeros(len(b.flat), dtype=bool)
-            trained[inside] = trained_turn[turn_of[inside]]
             for newline in newlines:
-                mask = trained & (self.content | self.closing | (newline & self.after_newline))
-                mask |= pt & (self.index > self.unit_start)
-                candidates.append(((train_on, newline), mask, trained_turn))
-        return candidates
+                stop = content_end + closed + (newline & newline_after)
+                candidates.append(
+                    (
+                        (train_on, newline),
+                        np.concatenate([content_start[trained_turn], b.starts[pt_units] + 1]),
+                        np.concatenate([stop[trained_turn], b.ends[pt_units]]),
+                        np.concatenate([sot_unit[trained_turn], pt_units]),
+                        trained_turn,
+                    )
+                )
+        return candidates, content_end - content_start
 
     def loss_rule(self) -> None:
-        b, v = self.batch, self.vocab
-        self.trained_turn = None
-        candidates = self._expected_masks() if len(b.starts) else []
-        units = np.flatnonzero(~self.blocked)
-        # training: something to learn in the trained turns (with the first legal train_on)
-        chosen = np.zeros(len(b.starts), dtype=np.int64)
+        b = self.batch
+        units = len(b.starts)
+        candidates, content = self._trained_spans() if units else ([], None)
+        chosen = np.zeros(units, dtype=np.int64)
         if b.loss is not None and len(candidates) and len(b.flat):
             loss = b.loss
-            bad_value = (loss != 0) & (loss != 1)
-            self.hit(
-                "loss_mask",
-                np.flatnonzero(bad_value),
-                lambda k, x=loss[bad_value]: (f"loss-mask value {x[k]}", "0 or 1"),
-            )
+            if loss.min() < 0 or loss.max() > 1:
+                bad_value = (loss != 0) & (loss != 1)
+                self.hit(
+                    "loss_mask",
+                    np.flatnonzero(bad_value),
+                    lambda k, x=loss[bad_value]: (f"loss-mask value {x[k]}", "0 or 1"),
+                )
             given = loss != 0
-            checked = (~self.blocked & b.has_loss)[self.unit_of]
-            mismatches = np.stack(
-                [_per_unit(checked & (given != mask), b.starts, b.ends) for _, mask, _ in candidates]
-            )
+            total = _prefix_sums(given)
+            given_count = total[b.ends] - total[b.starts]
+            checked = ~self.blocked & b.has_loss
+            # per unit and candidate: positions where the given mask differs from the candidate
+            expected_count, mismatches = [], []
+            for _, starts, stops, span_unit, _ in candidates:
+                length = np.bincount(span_unit, stops - starts, minlength=units).astype(np.int64)
+                agree = np.bincount(span_unit, total[stops] - total[starts], minlength=units).astype(np.int64)
+                expected_count.append(length)
+                mismatches.append(np.where(checked, given_count + length - 2 * agree, 0))
+            mismatches = np.stack(mismatches)
             chosen = mismatches.argmin(axis=0)
-            expected = np.choose(chosen[self.unit_of], [mask for _, mask, _ in candidates]) if len(candidates) > 1 else candidates[0][1]
-            given_count = _per_unit(given, b.starts, b.ends)
-            expected_count = _per_unit(expected, b.starts, b.ends)
+            expected_count = np.choose(chosen, expected_count)
             all_zero = np.flatnonzero(~self.blocked & b.has_loss & (given_count == 0) & (expected_count > 0))
             self.hit(
                 "loss_mask_all_zero",
@@ -1308,22 +1475,35 @@ class _Check:
                 ),
                 units=all_zero,
             )
-            skip = np.zeros(len(b.starts), dtype=bool)
-            skip[all_zero] = True
-            wrong = checked & (given != expected) & ~skip[self.unit_of]
-            run_start = wrong & ~np.r_[False, wrong[:-1]] | (wrong & (self.index == self.unit_start))
-            run_end = wrong & ~np.r_[wrong[1:], False] | (wrong & (self.index == self.unit_end - 1))
-            starts, stops = np.flatnonzero(run_start), np.flatnonzero(run_end) + 1
-            unknown = self.train_on is None or self.train_newline is None
-            names = [name for name, _, _ in candidates]
-            self.hit(
-                "loss_mask",
-                starts,
-                lambda k, s=starts, e=stops: self._mask_message(int(s[k]), int(e[k]), expected, given, names, chosen, unknown),
-            )
+            wrong_units = np.choose(chosen, mismatches) > 0
+            wrong_units[all_zero] = False
+            if wrong_units.any():
+                self._loss_mask_runs(wrong_units, given, candidates, chosen)
         if self.expect == "training":
-            self._nothing_to_learn(candidates, chosen)
-        self.chosen = chosen
+            self._nothing_to_learn(candidates, content, chosen)
+
+    def _loss_mask_runs(self, wrong_units, given, candidates, chosen) -> None:
+        """One finding per run of positions where the mask differs from the chosen candidate."""
+        n = len(self.batch.flat)
+        pick = [chosen[span_unit] == c for c, (_, _, _, span_unit, _) in enumerate(candidates)]
+        starts = np.concatenate([s[p] for p, (_, s, _, _, _) in zip(pick, candidates)])
+        stops = np.concatenate([e[p] for p, (_, _, e, _, _) in zip(pick, candidates)])
+        edges = np.zeros(n + 1, dtype=np.int64)
+        np.add.at(edges, starts, 1)
+        np.add.at(edges, stops, -1)
+        expected = np.cumsum(edges[:n]) > 0
+        index = np.arange(n)
+        wrong = wrong_units[self.unit_of] & (given != expected)
+        run_start = wrong & ~np.r_[False, wrong[:-1]] | (wrong & (index == self.unit_start))
+        run_end = wrong & ~np.r_[wrong[1:], False] | (wrong & (index == self.unit_end - 1))
+        starts, stops = np.flatnonzero(run_start), np.flatnonzero(run_end) + 1
+        unknown = self.train_on is None or self.train_newline is None
+        names = [name for name, _, _, _, _ in candidates]
+        self.hit(
+            "loss_mask",
+            starts,
+            lambda k, s=starts, e=stops: self._mask_message(int(s[k]), int(e[k]), expected, given, names, chosen, unknown),
+        )
 
     def _mask_message(self, start, stop, expected, given, names, chosen, unknown):
         unit = int(self.unit_of[start])
@@ -1343,37 +1523,34 @@ class _Check:
         return text, f"loss mask {want}"
 
     def part_name(self, i: int) -> str:
-        v = self.vocab
-        role = {v.user: "user", v.model: "model"}.get(int(self.role_at[i]), "")
+        v, layout = self.vocab, self.layout
+        role = {v.user: "user", v.model: "model"}.get(int(layout.role_at[i]), "")
         if not self.chat_token[i]:
             return "BOS" if i == self.unit_start[i] else ("<eos>" if self.batch.flat[i] == v.eos else "the PT text")
         if i == self.unit_start[i]:
             return "BOS"
-        if self.header[i]:
+        if layout.header[i]:
             return f"the role header of a {role} turn"
-        if self.content[i]:
+        if layout.content[i]:
             return f"{role} content"
-        if self.closing[i]:
+        if layout.closing[i]:
             return f"<end_of_turn> of a {role} turn"
-        if self.after_newline[i]:
+        if layout.after_newline[i]:
             return f"the \\n after a {role} turn's <end_of_turn>"
         if self.is_sot[i]:
             return "<start_of_turn>"
         return "a token outside any turn"
 
-    def _nothing_to_learn(self, candidates, chosen) -> None:
+    def _nothing_to_learn(self, candidates, content, chosen) -> None:
         b, v = self.batch, self.vocab
         if not len(candidates) or not len(self.sots):
             return
-        content_per_turn = np.bincount(
-            self.turn_of[self.content], minlength=len(self.sots)
-        )
-        sot_unit = self.unit_of[self.sots]
+        sot_unit = self.sot_unit
         usable = self.chat & ~self.blocked & (self.ending == "model_turn")
+        has_model = _per_group(self.role == v.model, sot_unit, len(b.starts))
         flagged = []
-        for c, (_, _, trained_turn) in enumerate(candidates):
-            learn = _per_group(trained_turn & (content_per_turn > 0), sot_unit, len(b.starts))
-            has_model = _per_group(self.role == v.model, sot_unit, len(b.starts))
+        for c, (_, _, _, _, trained_turn) in enumerate(candidates):
+            learn = _per_group(trained_turn & (content > 0), sot_unit, len(b.starts))
             flagged.append(usable & (learn == 0) & (has_model > 0) & (chosen == c))
         units = np.flatnonzero(np.logical_or.reduce(flagged))
         # point at the <end_of_turn> of the last model turn
@@ -1395,13 +1572,11 @@ class _Check:
         flat, n = b.flat, len(b.flat)
         if n == 0:
             return
-        text = ~v.lookup(v.is_break, flat)
-        first = self.index == self.unit_start
-        last = self.index == self.unit_end - 1
-        run_start = text & (first | ~np.r_[False, text[:-1]])
-        run_end = text & (last | ~np.r_[text[1:], False])
-        starts, stops = np.flatnonzero(run_start), np.flatnonzero(run_end) + 1
-        # a lone \n (after every <end_of_turn>) is its own canonical encoding
+        # text runs: from a unit's start or the token after a mark, to the next mark or the unit's end
+        marks = self.marks
+        starts = np.union1d(b.starts[b.ends > b.starts], marks + 1)
+        starts = starts[(starts < n) & ~np.isin(starts, marks)]
+        stops = np.minimum(b.ends[self.units_at(starts)], np.r_[marks, n][np.searchsorted(marks, starts)])
         single_newline = (stops - starts == 1) & (flat[starts] == v.newline)
         starts, stops = starts[~single_newline], stops[~single_newline]
         if len(starts) == 0:
@@ -1440,11 +1615,11 @@ class _Check:
     # -- labels for inspect
 
     def labels(self) -> list[tuple[str, str]]:
-        b, v = self.batch, self.vocab
+        b, v, layout = self.batch, self.vocab, self.layout
         out = []
         for i in range(len(b.flat)):
             token = int(b.flat[i])
-            role = {v.user: "user", v.model: "model"}.get(int(self.role_at[i]), "")
+            role = {v.user: "user", v.model: "model"}.get(int(layout.role_at[i]), "")
             if not self.chat_token[i]:
                 if i == self.unit_start[i] and token == v.bos:
                     out.append(("", "bos"))
@@ -1458,14 +1633,14 @@ class _Check:
             elif self.is_sot[i]:
                 prompt = self.ending[self.unit_of[i]] == "generation_prompt" and i == self.last_marker[self.unit_of[i]]
                 out.append((role, "prompt" if prompt else "marker"))
-            elif self.header[i]:
-                prompt = self.ending[self.unit_of[i]] == "generation_prompt" and self.last_sot[i] == self.last_marker[self.unit_of[i]]
+            elif layout.header[i]:
+                prompt = self.ending[self.unit_of[i]] == "generation_prompt" and layout.last_sot[i] == self.last_marker[self.unit_of[i]]
                 out.append((role, "prompt" if prompt else "header"))
-            elif self.content[i]:
+            elif layout.content[i]:
                 out.append((role, "content"))
-            elif self.closing[i]:
+            elif layout.closing[i]:
                 out.append((role, "marker"))
-            elif self.after_newline[i]:
+            elif layout.after_newline[i]:
                 out.append((role, "newline"))
             else:
                 out.append(("", "outside"))
@@ -1544,10 +1719,11 @@ class _Check:
 # -- numpy helpers ------------------------------------------------------------------------------
 
 
-def _per_unit(mask: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """How many positions of each unit ``[starts[u], ends[u])`` are set in ``mask``."""
-    total = np.concatenate(([0], np.cumsum(mask, dtype=np.int64)))
-    return total[ends] - total[starts]
+def _prefix_sums(mask: np.ndarray) -> np.ndarray:
+    """``total[i]`` = how many of ``mask[:i]`` are set (``len(mask) + 1`` entries)."""
+    total = np.zeros(len(mask) + 1, dtype=np.int32 if len(mask) < 2**31 else np.int64)
+    np.cumsum(mask, out=total[1:])
+    return total
 
 
 def _per_group(mask: np.ndarray, group: np.ndarray, size: int) -> np.ndarray:
@@ -1560,16 +1736,6 @@ def _last_at_or_before(flag: np.ndarray, unit_start: np.ndarray) -> np.ndarray:
     index = np.where(flag, np.arange(len(flag)), -1)
     np.maximum.accumulate(index, out=index)
     index[index < unit_start] = -1
-    return index
-
-
-def _next_at_or_after(flag: np.ndarray, unit_end: np.ndarray) -> np.ndarray:
-    """For each position, the first position at or after it where ``flag`` is set, in the
-    same unit; -1 if none."""
-    n = len(flag)
-    index = np.where(flag, np.arange(n), n)
-    index = np.minimum.accumulate(index[::-1])[::-1].copy()
-    index[index >= unit_end] = -1
     return index
 
 
