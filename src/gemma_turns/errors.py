@@ -25,6 +25,7 @@ __all__ = [
     "DatasetError",
     "EmptyInputError",
     "GemmaTurnsError",
+    "ParseError",
     "ReservedTokenError",
     "SequenceTooLongError",
     "TokenizerError",
@@ -168,3 +169,25 @@ class DatasetError(GemmaTurnsError, ValueError):
 
 class EmptyInputError(DatasetError):
     """The input has no record at all (an empty file, or only blank lines)."""
+
+
+class ParseError(GemmaTurnsError, ValueError):
+    """The ids do not have the Gemma turn layout, so there is no conversation to give back.
+
+    ``finding`` (a validator Finding) says where and why: ``rule``, ``position``,
+    ``token_id``, ``expected``, ``context``, also readable on the error.
+    """
+
+    def __init__(self, finding):
+        self.finding = finding
+        token = "end of sequence" if finding.token_id is None else f"id {finding.token_id}"
+        text = f"position {finding.position} ({token}): {finding.rule}: {finding.message}"
+        if finding.expected:
+            text += f"; expected {finding.expected}"
+        super().__init__(f"{text}. Context: {finding.context}")
+
+    rule = property(lambda self: self.finding.rule)
+    position = property(lambda self: self.finding.position)
+    token_id = property(lambda self: self.finding.token_id)
+    expected = property(lambda self: self.finding.expected)
+    context = property(lambda self: self.finding.context)

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .conversation import Marker, normalize_messages
-from .errors import GemmaTurnsError
-from .validator import BLOCKING, Ending, Expect, Finding, _Check, _prepare, _vocab, split_system
+from .errors import ParseError
+from .validator import BLOCKING, Ending, Expect, Finding, check_layout, split_system
 
 __all__ = [
     "ParseError",
@@ -35,28 +35,6 @@ __all__ = [
     "normalized_messages",
     "parse",
 ]
-
-
-class ParseError(GemmaTurnsError, ValueError):
-    """The ids do not have the Gemma turn layout, so there is no conversation to give back.
-
-    ``finding`` says where and why (``rule``, ``position``, ``token_id``, ``expected``,
-    ``context``); the same fields are readable on the error.
-    """
-
-    def __init__(self, finding: Finding):
-        self.finding = finding
-        token = "end of sequence" if finding.token_id is None else f"id {finding.token_id}"
-        text = f"position {finding.position} ({token}): {finding.rule}: {finding.message}"
-        if finding.expected:
-            text += f"; expected {finding.expected}"
-        super().__init__(f"{text}. Context: {finding.context}")
-
-    rule = property(lambda self: self.finding.rule)
-    position = property(lambda self: self.finding.position)
-    token_id = property(lambda self: self.finding.token_id)
-    expected = property(lambda self: self.finding.expected)
-    context = property(lambda self: self.finding.context)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,9 +121,7 @@ def parse(ids: object, tokenizer, *, expect: Expect | None = None) -> ParsedConv
     if array.ndim != 1 or (array.size and array.dtype.kind not in "iu"):
         raise ValueError(f"parse takes one sequence of integer ids, got shape {array.shape} ({array.dtype})")
     array = array.astype(np.int64)
-    batch = _prepare(array[None], None, np.ones((1, len(array)), np.int8), None, _vocab(tokenizer))
-    check = _Check(batch, tokenizer, expect=expect, endings=None, train_on="all", train_newline=False)
-    check.tokens_and_structure()
+    check = check_layout(array, tokenizer, expect=expect)
     findings = check.report(max_findings=None).findings
     blocking = [f for f in findings if f.rule in BLOCKING or (f.rule == "text_bos" and check.chat[0])]
     if blocking:

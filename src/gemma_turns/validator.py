@@ -268,6 +268,15 @@ def assert_valid(sequences: object, tokenizer, **options) -> None:
         raise AssertionError("invalid token sequences:\n" + report.format(limit=20))
 
 
+def check_layout(ids: np.ndarray, tokenizer, *, expect: Expect | None) -> _Check:
+    """The token and structure rules over one unpadded sequence, for the parser: the check
+    object holds the layout (``sots``, ``is_eot``, ``is_soi``, ``chat``, ``ending``) it reads."""
+    batch = _prepare(ids[None], None, np.ones((1, len(ids)), np.int8), None, _vocab(tokenizer))
+    check = _Check(batch, tokenizer, expect=expect, endings=None, train_on="all", train_newline=False)
+    check.tokens_and_structure()
+    return check
+
+
 def label_tokens(
     ids: object,
     tokenizer,
