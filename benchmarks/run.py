@@ -24,8 +24,6 @@ import time
 import tracemalloc
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 

@@ -5,7 +5,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import FIXTURE_MODEL
 from gemma_turns import ConversationError, GemmaTokenizer, ReservedTokenError, TokenizerError, format_chat
 
 # Text that exercises the tokenizer's edges: whitespace runs, newlines, tabs, HTML tags,

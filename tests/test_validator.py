@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import itertools
 import json
@@ -404,8 +405,8 @@ def test_report_fields_counts_and_limits(tok):
     }
     text = report.format()
     assert "sequence 1, position 1" in text and "1 more findings" in text and "bos_inside 2" in text
-    with pytest.raises(Exception):
-        finding.rule = "x"  # frozen
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        finding.rule = "x"
     assert set(report.counts) <= set(RULES)
 
 

@@ -468,14 +468,13 @@ def _locate_in_conversation(conversation, finder: ReservedText):
             offset = found[0][0]
             for part_index, start, text in spans:
                 if offset < len(text):
-                    break
+                    return {
+                        "message_index": message_index,
+                        "role": role,
+                        "part_index": part_index,
+                        "char_offset": start + offset,
+                    }
                 offset -= len(text)
-            return {
-                "message_index": message_index,
-                "role": role,
-                "part_index": part_index,
-                "char_offset": start + offset,
-            }
         return {}
 
     return locate

@@ -26,7 +26,7 @@ import numpy as np
 
 from .conversation import Marker, normalize_messages
 from .errors import ParseError
-from .validator import BLOCKING, Ending, Expect, Finding, check_layout, split_system
+from .validator import BLOCKING, Ending, Expect, check_layout, split_system
 
 __all__ = [
     "ParseError",

@@ -126,7 +126,7 @@ def _find(source, index: int):
         where = np.flatnonzero(chunk.indices == index)
         if len(where):
             k = int(where[0])
-            pick = lambda value: None if value is None else (value[k] if value[k] is not None else None)
+            pick = lambda value: None if value is None else value[k]  # noqa: B023 (used at once)
             ids = np.asarray(chunk.ids[k], dtype=np.int64)
             loss, attention, segments = pick(chunk.loss_mask), pick(chunk.attention_mask), pick(chunk.segment_ids)
             return (
