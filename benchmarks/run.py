@@ -6,7 +6,8 @@
 Every phase runs on the same conversations in the same process, best of ``--repeat`` runs,
 and is reported as a ratio to the floor: SentencePiece's batched encode of every message's
 content, with the same thread count (the faster of its list and numpy outputs). Peak memory
-is the peak of Python's heap (tracemalloc, numpy arrays included) in a separate, untimed run.
+is the peak of Python's heap (tracemalloc: Python objects and numpy arrays, not
+SentencePiece's own C++ buffers) in a separate, untimed run.
 Not a test: speed is never asserted anywhere.
 """
 
@@ -94,7 +95,14 @@ def main(argv=None) -> int:
     print(f"{len(conversations)} conversations ({refused} refused), {len(contents)} messages, "
           f"{megabytes:.1f} MB of content, {tokens} tokens, {threads} threads\n", file=sys.stderr)
 
-    phases = {}
+    phases = {}  # name -> (seconds, peak MiB or None)
+
+    def measure(name, run, *, repeat=args.repeat, seconds=None) -> float:
+        """Time ``run`` (best of ``repeat``) and, unless --no-memory, its peak memory."""
+        if seconds is None:
+            seconds = best_of(repeat, run)
+        phases[name] = (seconds, peak_mib(run) if args.memory else None)
+        return seconds
 
     def floor():
         processor.encode(contents, num_threads=threads)
@@ -103,24 +111,24 @@ def main(argv=None) -> int:
         processor.encode(contents, num_threads=threads, return_type="numpy")
 
     floor_time = min(best_of(args.repeat, floor), best_of(args.repeat, floor_numpy))
-    phases["floor: SentencePiece encode of the contents"] = (floor_time, floor_numpy)
+    measure("floor: SentencePiece encode of the contents", floor_numpy, seconds=floor_time)
 
     def batch_api():
         tokenizer.encode_chat_batch(conversations, mode="training", reserved="allow", num_threads=threads)
 
-    phases["gemma-turns batch API (ids + loss masks)"] = (best_of(args.repeat, batch_api), batch_api)
+    measure("gemma-turns batch API (ids + loss masks)", batch_api)
 
     def batch_api_refuse():
         tokenizer.encode_chat_batch(conversations, mode="training", num_threads=threads)
 
-    phases["  same, with the reserved-text guard (default)"] = (best_of(args.repeat, batch_api_refuse), batch_api_refuse)
+    measure("  same, with the reserved-text guard (default)", batch_api_refuse)
 
     if not args.skip_single:
         def single_api():
             for messages in conversations:
                 tokenizer.encode_chat(messages, mode="training", reserved="allow")
 
-        phases["gemma-turns one-conversation API (1 thread)"] = (best_of(1, single_api), single_api)
+        measure("gemma-turns one-conversation API (1 thread)", single_api, repeat=1)
 
     ids = [e.ids for e in encodings]
     masks = [e.loss_mask for e in encodings]
@@ -132,26 +140,25 @@ def main(argv=None) -> int:
             pad_batch(cut_ids[start:start + 32], loss_masks=cut_masks[start:start + 32],
                       pad_id=tokenizer.specials.pad, pad_to_multiple=128)
 
-    phases["pad (right, batches of 32, to a multiple of 128)"] = (best_of(args.repeat, padding), padding)
+    measure("pad (right, batches of 32, to a multiple of 128)", padding)
 
     def packing():
         rows = best_fit([len(i) for i in cut_ids], capacity=args.max_length)
         pack_rows(rows, cut_ids, loss_masks=cut_masks, pad_id=tokenizer.specials.pad, row_length=args.max_length)
 
-    phases[f"pack (best fit, rows of {args.max_length})"] = (best_of(args.repeat, packing), packing)
+    measure(f"pack (best fit, rows of {args.max_length})", packing)
 
     def structural():
         report = validate(encodings, tokenizer, expect="training", canonical=False, num_threads=threads)
         if not report.ok:
             raise SystemExit(f"validation failed on encoder output:\n{report}")
 
-    validation_time = best_of(args.repeat, structural)
-    phases["validate, structural rules"] = (validation_time, structural)
+    validation_time = measure("validate, structural rules", structural)
 
     def canonical():
         validate(encodings, tokenizer, expect="training", canonical=True, num_threads=threads)
 
-    phases["validate, with canonical re-encoding"] = (best_of(1, canonical), canonical)
+    measure("validate, with canonical re-encoding", canonical, repeat=1)
 
     with tempfile.TemporaryDirectory() as scratch:
         jsonl = Path(scratch) / "data.jsonl"
@@ -165,8 +172,7 @@ def main(argv=None) -> int:
             texts = [m["content"] for c in parsed for m in c]
             processor.encode(texts, num_threads=threads, return_type="numpy")
 
-        cli_floor = best_of(args.repeat, parse_and_floor)
-        phases["CLI floor: json.loads + SentencePiece encode"] = (cli_floor, parse_and_floor)
+        cli_floor = measure("CLI floor: json.loads + SentencePiece encode", parse_and_floor)
 
         def cli():
             with contextlib.redirect_stderr(io.StringIO()):  # the CLI's summary, each run
@@ -177,7 +183,7 @@ def main(argv=None) -> int:
             if code != 0:
                 raise SystemExit(f"the CLI exited {code}")
 
-        phases["CLI: JSONL file -> packed npz"] = (best_of(args.repeat, cli), cli)
+        measure("CLI: JSONL file -> packed npz", cli)
 
     if args.hf_tokenizer:
         from transformers import AutoTokenizer
@@ -188,16 +194,16 @@ def main(argv=None) -> int:
             for messages in conversations:
                 hf.apply_chat_template(messages, tokenize=True)
 
-        phases["transformers apply_chat_template(tokenize=True)"] = (best_of(1, hf_template), hf_template)
+        measure("transformers apply_chat_template(tokenize=True)", hf_template, repeat=1)
 
     print(f"{'phase':<52} {'seconds':>8} {'x floor':>8} {'MB/s':>7} {'Mtok/s':>7}"
           + (f" {'peak MiB':>9}" if args.memory else ""))
-    for name, (seconds, run) in phases.items():
+    for name, (seconds, peak) in phases.items():
         base = cli_floor if name.startswith("CLI:") else floor_time
         line = (f"{name:<52} {seconds:8.3f} {seconds / base:8.2f} {megabytes / seconds:7.1f} "
                 f"{tokens / seconds / 1e6:7.2f}")
-        if args.memory:
-            line += f" {peak_mib(run):9.1f}"
+        if peak is not None:
+            line += f" {peak:9.1f}"
         print(line)
     print(f"\nstructural validation is {floor_time / validation_time:.1f} x faster than encoding the same tokens;"
           f" the CLI ratio is to its own floor (json.loads + encode).")

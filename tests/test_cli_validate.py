@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gemma_turns import GemmaTokenizer
 from gemma_turns.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,8 +17,8 @@ MODEL = str(FIXTURE)
 
 
 @pytest.fixture(scope="module")
-def tok():
-    return GemmaTokenizer.load(FIXTURE)
+def tok(fixture_tokenizer):
+    return fixture_tokenizer
 
 
 @pytest.fixture(scope="module")

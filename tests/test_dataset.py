@@ -360,6 +360,28 @@ def test_sharded_output_matches_the_single_file(fixture_tokenizer, tmp_path):
     ) + [manifest["files"][-1]["rows"]]
 
 
+def test_a_single_file_written_in_blocks_is_what_np_savez_writes(
+    fixture_tokenizer, tmp_path, monkeypatch
+):
+    """A single .npz is built block by block (BLOCK_ROWS rows at a time) and written without
+    joining the blocks: it must load exactly as the arrays joined and saved by numpy."""
+    import gemma_turns.dataset as dataset
+
+    options = ArrayOptions(max_length=128, pack=True, shift=True)
+    write(fixture_tokenizer, tmp_path, SAMPLE, name="whole.npz", array_options=options)
+    monkeypatch.setattr(dataset, "BLOCK_ROWS", 1)
+    written = write(fixture_tokenizer, tmp_path, SAMPLE, name="blocks.npz", array_options=options)
+    whole, _ = load_dataset(tmp_path / "whole.npz")
+    blocks, manifest = load_dataset(tmp_path / "blocks.npz")
+    assert written.counts.rows > 1 and manifest["files"][0]["rows"] == written.counts.rows
+    for key in whole:
+        assert blocks[key].dtype == whole[key].dtype and np.array_equal(blocks[key], whole[key]), key
+    with np.load(tmp_path / "blocks.npz") as data:  # numpy's own reader, no manifest involved
+        assert np.array_equal(data["input_ids"], whole["input_ids"])
+    # rows of one segment next to rows of two: the narrower source table is widened with -1
+    assert (blocks["segment_source_line"] == -1).any()
+
+
 def test_rejects_file_lists_rejected_and_dropped_lines(fixture_tokenizer, tmp_path):
     records = [chat("Hi", "Hello"), b"not json", long_chat(10), chat("Hi")]
     written = write(

@@ -11,14 +11,12 @@ must be 100%.
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from gemma_turns import GemmaTokenizer
 from gemma_turns.errors import ConversationError
 from gemma_turns.parser import ParseError, parse
 from gemma_turns.validator import validate
@@ -162,13 +160,10 @@ def _check(stats, name):
     assert stats["detected"] > stats["mutations"] // 3  # the mutations do corrupt
 
 
-def test_mutations_on_the_fixture_tokenizer():
-    _check(run_mutations(GemmaTokenizer.load(FIXTURE), 600, seed=20261121), "fixture tokenizer")
+def test_mutations_on_the_fixture_tokenizer(fixture_tokenizer):
+    _check(run_mutations(fixture_tokenizer, 600, seed=20261121), "fixture tokenizer")
 
 
 @pytest.mark.real_tokenizer
-def test_mutations_on_the_real_tokenizer():
-    path = os.environ.get("GEMMA_TOKENIZER")
-    if not path:
-        pytest.skip("set GEMMA_TOKENIZER to the real Gemma 3 tokenizer.model")
-    _check(run_mutations(GemmaTokenizer.load(path), 250, seed=3), "real Gemma 3 tokenizer")
+def test_mutations_on_the_real_tokenizer(real_tokenizer):
+    _check(run_mutations(real_tokenizer, 250, seed=3), "real Gemma 3 tokenizer")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gemma_turns import GemmaTokenizer
 from gemma_turns.errors import ConversationError
 from gemma_turns.parser import ParseError, normalized_messages, parse
 
@@ -28,19 +26,10 @@ CHAT_OPTIONS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def fixture_tokenizer():
-    return GemmaTokenizer.load(FIXTURE)
-
-
-@pytest.fixture(scope="module", params=["fixture", pytest.param("real", marks=pytest.mark.real_tokenizer)])
-def tokenizer(request, fixture_tokenizer):
-    if request.param == "fixture":
-        return fixture_tokenizer
-    path = os.environ.get("GEMMA_TOKENIZER")
-    if not path:
-        pytest.skip("set GEMMA_TOKENIZER to the real Gemma 3 tokenizer.model")
-    return GemmaTokenizer.load(path)
+@pytest.fixture
+def tokenizer(any_tokenizer):
+    """The fixture tokenizer, and the real one when GEMMA_TOKENIZER names it (conftest)."""
+    return any_tokenizer
 
 
 def sample_conversations():

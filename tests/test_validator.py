@@ -6,7 +6,6 @@ import dataclasses
 import glob
 import itertools
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gemma_turns import GemmaTokenizer
 from gemma_turns.errors import ConversationError
 from gemma_turns.validator import RULES, Finding, Report, assert_valid, label_tokens, validate
 
@@ -31,19 +29,15 @@ CHAT = [
 ]
 
 
-@pytest.fixture(scope="module")
-def tok():
-    return GemmaTokenizer.load(FIXTURE)
+@pytest.fixture
+def tok(fixture_tokenizer):
+    return fixture_tokenizer
 
 
-@pytest.fixture(scope="module", params=["fixture", pytest.param("real", marks=pytest.mark.real_tokenizer)])
-def tokenizer(request, tok):
-    if request.param == "fixture":
-        return tok
-    path = os.environ.get("GEMMA_TOKENIZER")
-    if not path:
-        pytest.skip("set GEMMA_TOKENIZER to the real Gemma 3 tokenizer.model")
-    return GemmaTokenizer.load(path)
+@pytest.fixture
+def tokenizer(any_tokenizer):
+    """The fixture tokenizer, and the real one when GEMMA_TOKENIZER names it (conftest)."""
+    return any_tokenizer
 
 
 def rules_at(report: Report) -> set[tuple[str, int]]:

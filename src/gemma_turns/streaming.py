@@ -1,13 +1,15 @@
 """Encode a JSONL stream in batches, one outcome per input line, in input order.
 
-Memory is bounded by ``batch_size`` lines at a time; each batch is encoded with one
-threaded SentencePiece call. Every line gives exactly one :class:`Outcome`: an encoding, an
-error (with the line number as ``record``), or a blank line, so callers can account for all.
+Memory is bounded by a few batches of ``batch_size`` lines; each batch is encoded with one
+threaded SentencePiece call, pipelined: while SentencePiece encodes one batch, the next is
+read, parsed and formatted, and the outcomes of the previous one are consumed. Every line
+gives exactly one :class:`Outcome`: an encoding, an error (with the line number as
+``record``), or a blank line, so callers can account for all.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
@@ -38,9 +40,13 @@ class EncodeOptions:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
+    """What became of one input line. ``value`` is the record that was encoded (its messages,
+    or its text in pt mode), for policies that encode it again (drop_oldest_turns)."""
+
     line: int
     encoding: Encoding | None = None
     error: ConversationError | None = None
+    value: object = None
 
     @property
     def blank(self) -> bool:
@@ -87,40 +93,47 @@ def encode_lines(
     num_threads: int | None = None,
 ) -> Iterator[Outcome]:
     """Encode parsed JSONL lines, yielding one Outcome per line in input order."""
-    for batch in batched(lines, batch_size):
-        values, slots = [], []
-        outcomes: list[Outcome | None] = []
-        for line in batch:
-            if line.blank:
-                outcomes.append(Outcome(line.number))
+    pending: deque[tuple[list[Line], list]] = deque()  # batches handed to the encoder
+
+    def record_batches() -> Iterator[list]:
+        for batch in batched(lines, batch_size):
+            prepared = [_prepare(line, options.mode) for line in batch]
+            pending.append((batch, prepared))
+            yield [value for value in prepared if not isinstance(value, Outcome)]
+
+    for results in _encode_batches(tokenizer, record_batches(), options, num_threads):
+        batch, prepared = pending.popleft()
+        results = iter(results)
+        for line, value in zip(batch, prepared, strict=True):
+            if isinstance(value, Outcome):
+                yield value
                 continue
-            if line.error is not None:
-                outcomes.append(Outcome(line.number, error=line.error))
-                continue
-            try:
-                value = text_of(line.value) if options.mode == "pt" else messages_of(line.value)
-            except ConversationError as error:
-                outcomes.append(Outcome(line.number, error=error.with_record(line.number)))
-                continue
-            slots.append(len(outcomes))
-            values.append(value)
-            outcomes.append(None)
-        for slot, result in zip(slots, _encode(tokenizer, values, options, num_threads)):
-            number = batch[slot].number
+            result = next(results)
             if isinstance(result, ConversationError):
-                outcomes[slot] = Outcome(number, error=result.with_record(number))
+                yield Outcome(line.number, error=result.with_record(line.number), value=value)
             else:
-                outcomes[slot] = Outcome(number, encoding=result)
-        yield from outcomes
+                yield Outcome(line.number, encoding=result, value=value)
 
 
-def _encode(tokenizer: GemmaTokenizer, values: list, options: EncodeOptions, num_threads):
+def _prepare(line: Line, mode: str) -> object:
+    """The record to encode from a line, or the line's final Outcome (blank, or an error)."""
+    if line.blank:
+        return Outcome(line.number)
+    if line.error is not None:
+        return Outcome(line.number, error=line.error)
+    try:
+        return text_of(line.value) if mode == "pt" else messages_of(line.value)
+    except ConversationError as error:
+        return Outcome(line.number, error=error.with_record(line.number))
+
+
+def _encode_batches(tokenizer: GemmaTokenizer, batches, options: EncodeOptions, num_threads):
     if options.mode == "pt":
-        return tokenizer.try_encode_pt_batch(
-            values, add_eos=options.add_eos, reserved=options.reserved, num_threads=num_threads
+        return tokenizer.try_encode_pt_batches(
+            batches, add_eos=options.add_eos, reserved=options.reserved, num_threads=num_threads
         )
-    return tokenizer.try_encode_chat_batch(
-        values,
+    return tokenizer.try_encode_chat_batches(
+        batches,
         mode=options.mode,
         add_generation_prompt=options.add_generation_prompt,
         train_on=options.train_on,
