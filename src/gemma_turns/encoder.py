@@ -163,17 +163,9 @@ class GemmaTokenizer:
         trains the ``\\n`` after each trained ``<end_of_turn>``.
         ``reserved``: what to do with content that spells a reserved token (see reserved.py).
         """
-        _check_options(mode, train_on, reserved, add_generation_prompt)
+        planner = self._chat_planner(mode, add_generation_prompt, train_on, train_newline, reserved)
         texts: list[str] = []
-        plan = self._plan_chat(
-            messages,
-            texts,
-            mode=mode,
-            add_generation_prompt=add_generation_prompt,
-            train_on=train_on,
-            train_newline=train_newline,
-            reserved=reserved,
-        )
+        plan = planner(messages, texts)
         (result,) = self._build([plan], self._encode_texts(texts))
         return result
 
@@ -188,7 +180,7 @@ class GemmaTokenizer:
         reserved: ReservedPolicy = "refuse",
         num_threads: int | None = None,
     ) -> list[Encoding]:
-        """Encode many conversations with one threaded SentencePiece call.
+        """Encode many conversations, ``num_threads`` (default: all cores) encoding at once.
 
         Raises the first ConversationError, with ``record`` set to the conversation's index;
         use :meth:`try_encode_chat_batch` to get every error instead.
@@ -246,15 +238,7 @@ class GemmaTokenizer:
         assembled and handed to you, so Python work overlaps with the encode. ``record`` of
         an error is its index in its batch.
         """
-        _check_options(mode, train_on, reserved, add_generation_prompt)
-        plan = partial(
-            self._plan_chat,
-            mode=mode,
-            add_generation_prompt=add_generation_prompt,
-            train_on=train_on,
-            train_newline=train_newline,
-            reserved=reserved,
-        )
+        plan = self._chat_planner(mode, add_generation_prompt, train_on, train_newline, reserved)
         planned = self._plan_batches(((0, batch) for batch in batches), plan, collect_errors=True)
         return self._pipeline(planned, num_threads)
 
@@ -278,7 +262,7 @@ class GemmaTokenizer:
         reserved: ReservedPolicy = "refuse",
         num_threads: int | None = None,
     ) -> list[Encoding]:
-        """:meth:`encode_pt` for many texts, with one threaded SentencePiece call.
+        """:meth:`encode_pt` for many texts, ``num_threads`` encoding at once.
 
         Raises the first ConversationError, with ``record`` set to the text's index."""
         return self._encode_pts(texts, add_eos, reserved, num_threads, collect_errors=False)
@@ -331,8 +315,8 @@ class GemmaTokenizer:
     #
     # Encoding runs in three steps: plan each record (check, format, find reserved text)
     # while collecting the texts to encode; encode the texts of a chunk of records with one
-    # threaded SentencePiece call; build ids and masks for the chunk with a few numpy calls.
-    # Chunks are pipelined: the encode of one runs beside the planning and building of others.
+    # SentencePiece call in a worker thread; build ids and masks for the chunk with a few
+    # numpy calls. Chunks are pipelined: encodes run beside the planning and building.
 
     def _encode_chats(
         self,
@@ -346,8 +330,14 @@ class GemmaTokenizer:
         num_threads,
         collect_errors,
     ):
+        plan = self._chat_planner(mode, add_generation_prompt, train_on, train_newline, reserved)
+        planned = self._plan_batches(_chunks(conversations), plan, collect_errors=collect_errors)
+        return [result for chunk in self._pipeline(planned, num_threads) for result in chunk]
+
+    def _chat_planner(self, mode, add_generation_prompt, train_on, train_newline, reserved):
+        """``plan(messages, texts)`` with these options, checked once."""
         _check_options(mode, train_on, reserved, add_generation_prompt)
-        plan = partial(
+        return partial(
             self._plan_chat,
             mode=mode,
             add_generation_prompt=add_generation_prompt,
@@ -355,8 +345,6 @@ class GemmaTokenizer:
             train_newline=train_newline,
             reserved=reserved,
         )
-        planned = self._plan_batches(_chunks(conversations), plan, collect_errors=collect_errors)
-        return [result for chunk in self._pipeline(planned, num_threads) for result in chunk]
 
     def _encode_pts(self, texts, add_eos, reserved, num_threads, *, collect_errors):
         _check_reserved(reserved)
