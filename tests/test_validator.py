@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import glob
-import itertools
+import importlib.util
 import json
 from pathlib import Path
 
@@ -19,7 +18,6 @@ from gemma_turns.validator import RULES, Finding, Report, assert_valid, label_to
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "fixtures" / "tokenizer" / "gemma3_layout.model"
 SAMPLE = ROOT / "fixtures" / "conversations" / "sample.jsonl"
-CORPUS = ROOT.parent / "shared" / "corpus"
 
 CHAT = [
     {"role": "user", "content": "Who are you?"},
@@ -469,16 +467,13 @@ def test_pt_output_passes(tokenizer, add_eos):
 
 
 @pytest.mark.real_tokenizer
-def test_corpus_output_passes_on_the_real_tokenizer(tokenizer):
-    if tokenizer.vocab_size < 100_000:
-        pytest.skip("the corpus check is for the real tokenizer")
-    files = sorted(glob.glob(str(CORPUS / "*.jsonl")))
-    if not files:
-        pytest.skip("no shared corpus")
-    conversations = []
-    for name in files:
-        with open(name, encoding="utf-8") as handle:
-            conversations += [json.loads(line)["messages"] for line in itertools.islice(handle, 15)]
+def test_realistic_output_passes_on_the_real_tokenizer(real_tokenizer):
+    """The benchmarks' generated conversations: 10 scripts, code, long messages."""
+    tokenizer = real_tokenizer
+    spec = importlib.util.spec_from_file_location("conversations", ROOT / "benchmarks" / "conversations.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    conversations = module.generate(60, seed=7)
     for encode, check in MODES[:1] + MODES[4:5] + MODES[3:4]:
         results = tokenizer.try_encode_chat_batch(conversations, reserved="escape", **encode)
         assert_valid([r for r in results if not isinstance(r, ConversationError)], tokenizer, **check)
