@@ -5,8 +5,8 @@ import json
 import sys
 
 import pytest
-
 from conftest import FIXTURE_MODEL, SAMPLE
+
 from gemma_turns.cli import main
 
 

@@ -12,8 +12,8 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import FIXTURE_MODEL, ROOT, SAMPLE
+
 from gemma_turns.cli import main
 from gemma_turns.cli.encode_command import ProgressBar
 from gemma_turns.dataset import Counts, load_dataset

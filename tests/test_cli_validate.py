@@ -7,12 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import FIXTURE_MODEL as FIXTURE
+from conftest import SAMPLE
 
 from gemma_turns.cli import main
 
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURE = ROOT / "fixtures" / "tokenizer" / "gemma3_layout.model"
-SAMPLE = ROOT / "fixtures" / "conversations" / "sample.jsonl"
 MODEL = str(FIXTURE)
 
 

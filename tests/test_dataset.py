@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import SAMPLE
+
 from gemma_turns import EncodeOptions
 from gemma_turns.arrays import unpack, unpad
 from gemma_turns.dataset import (

@@ -4,43 +4,15 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from strategies import conversations
 
-from gemma_turns import ConversationError, GemmaTokenizer, ReservedTokenError, TokenizerError, format_chat
-
-# Text that exercises the tokenizer's edges: whitespace runs, newlines, tabs, HTML tags,
-# brackets, multilingual letters, emoji and bytes the fixture only has as byte fallback.
-TEXT = st.lists(
-    st.sampled_from(
-        list("ab xyz\n\t  <>[]/_.,!?0123456789")
-        + ["é", "ж", "你", "の", "🙂", "\u3000", "\xa0", "\x00", "<b>", "<table>", "<bos>", "[BOS]"]
-    ),
-    max_size=30,
-).map("".join)
-# hypothesis draws content as lists so multi-part content is covered too
-CONTENT = st.one_of(
-    TEXT,
-    st.lists(
-        st.one_of(st.builds(lambda t: {"type": "text", "text": t}, TEXT), st.just({"type": "image"})),
-        min_size=1,
-        max_size=3,
-    ),
+from gemma_turns import (
+    ConversationError,
+    GemmaTokenizer,
+    ReservedTokenError,
+    TokenizerError,
+    format_chat,
 )
-
-
-@st.composite
-def conversations(draw, end_with_model=None):
-    turns = draw(st.integers(1, 5))
-    if end_with_model is True and turns % 2:
-        turns += 1
-    if end_with_model is False and not turns % 2:
-        turns += 1
-    messages = []
-    if draw(st.booleans()):
-        messages.append({"role": "system", "content": draw(TEXT)})
-    for k in range(turns):
-        role = "user" if k % 2 == 0 else draw(st.sampled_from(["model", "assistant"]))
-        messages.append({"role": role, "content": draw(CONTENT)})
-    return messages
 
 
 def seed():

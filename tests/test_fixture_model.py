@@ -5,7 +5,6 @@ import importlib.util
 
 import pytest
 import sentencepiece
-
 from conftest import FIXTURE_MODEL, FIXTURES
 
 SCRIPT = FIXTURES / "tokenizer" / "train_fixture_tokenizer.py"

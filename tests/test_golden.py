@@ -5,8 +5,8 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import GOLDEN
+
 from gemma_turns import format_chat
 
 CASES = sorted(GOLDEN.glob("*.json"))

@@ -12,18 +12,14 @@ from __future__ import annotations
 
 import json
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SAMPLE
 
 from gemma_turns.errors import ConversationError
 from gemma_turns.parser import ParseError, parse
 from gemma_turns.validator import validate
-
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURE = ROOT / "fixtures" / "tokenizer" / "gemma3_layout.model"
-SAMPLE = ROOT / "fixtures" / "conversations" / "sample.jsonl"
 
 EXTRA = [
     [

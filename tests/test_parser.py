@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SAMPLE
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from strategies import WITH_RESERVED, conversations, texts
 
 from gemma_turns.errors import ConversationError
 from gemma_turns.parser import ParseError, normalized_messages, parse
-
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURE = ROOT / "fixtures" / "tokenizer" / "gemma3_layout.model"
-SAMPLE = ROOT / "fixtures" / "conversations" / "sample.jsonl"
 
 CHAT_OPTIONS = [
     {"mode": "training"},
@@ -163,30 +160,8 @@ def test_parse_takes_one_sequence_of_integers(fixture_tokenizer):
 
 # -- property: random conversations --------------------------------------------------------
 
-TEXT = st.lists(
-    st.sampled_from(list("ab xyz\n\t.,!?<>[]") + ["<end_of_turn>", "<bos>", "é", "日本", "🦊", "\u3000", "  ", "\n\n"]),
-    max_size=10,
-).map("".join)
-
-
-@st.composite
-def conversations(draw):
-    messages = []
-    if draw(st.booleans()):
-        messages.append({"role": "system", "content": draw(TEXT)})
-    turns = draw(st.integers(min_value=1, max_value=4))
-    for k in range(turns):
-        role = "user" if k % 2 == 0 else draw(st.sampled_from(["model", "assistant"]))
-        if draw(st.integers(0, 4)) == 0:
-            parts = draw(st.lists(st.one_of(TEXT.map(lambda t: {"type": "text", "text": t}), st.just({"type": "image"})), max_size=3))
-            messages.append({"role": role, "content": parts})
-        else:
-            messages.append({"role": role, "content": draw(TEXT)})
-    return messages
-
-
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(messages=conversations(), option=st.sampled_from(CHAT_OPTIONS))
+@given(messages=conversations(WITH_RESERVED), option=st.sampled_from(CHAT_OPTIONS))
 def test_parse_inverts_encode_property(fixture_tokenizer, messages, option):
     tok = fixture_tokenizer
     try:
@@ -201,7 +176,7 @@ def test_parse_inverts_encode_property(fixture_tokenizer, messages, option):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(text=TEXT, add_eos=st.booleans())
+@given(text=texts(WITH_RESERVED), add_eos=st.booleans())
 def test_parse_inverts_encode_pt_property(fixture_tokenizer, text, add_eos):
     tok = fixture_tokenizer
     parsed = parse(tok.encode_pt(text, add_eos=add_eos, reserved="escape"), tok, expect="pt")

@@ -5,19 +5,23 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT, SAMPLE
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from strategies import WITH_RESERVED, conversations
 
 from gemma_turns.errors import ConversationError
-from gemma_turns.validator import RULES, Finding, Report, assert_valid, label_tokens, validate
-
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURE = ROOT / "fixtures" / "tokenizer" / "gemma3_layout.model"
-SAMPLE = ROOT / "fixtures" / "conversations" / "sample.jsonl"
+from gemma_turns.validator import (
+    RULES,
+    Finding,
+    Report,
+    assert_valid,
+    label_tokens,
+    validate,
+)
 
 CHAT = [
     {"role": "user", "content": "Who are you?"},
@@ -479,27 +483,8 @@ def test_realistic_output_passes_on_the_real_tokenizer(real_tokenizer):
         assert_valid([r for r in results if not isinstance(r, ConversationError)], tokenizer, **check)
 
 
-TEXT = st.lists(
-    st.sampled_from(list("ab xyz\n\t.,!?<>[]") + ["<end_of_turn>", "<mask>", "<bos>", "é", "日本", "🦊", "\u3000", "\n\n"]),
-    max_size=10,
-).map("".join)
-
-
-@st.composite
-def conversations(draw):
-    messages = [{"role": "system", "content": draw(TEXT)}] if draw(st.booleans()) else []
-    for k in range(draw(st.integers(1, 4))):
-        role = "user" if k % 2 == 0 else "model"
-        if draw(st.integers(0, 4)) == 0:
-            parts = draw(st.lists(st.one_of(TEXT.map(lambda t: {"type": "text", "text": t}), st.just({"type": "image"})), max_size=3))
-            messages.append({"role": role, "content": parts})
-        else:
-            messages.append({"role": role, "content": draw(TEXT)})
-    return messages
-
-
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(messages=conversations(), case=st.sampled_from(MODES))
+@given(messages=conversations(WITH_RESERVED), case=st.sampled_from(MODES))
 def test_encoder_output_passes_property(tok, messages, case):
     encode, check = case
     try:
