@@ -312,3 +312,58 @@ def test_the_documented_python(monkeypatch):
     monkeypatch.chdir(ROOT)
     (example,) = [block for block in readme_blocks("python") if "pad_batch(" in block]
     exec(example, {})
+
+
+def test_no_record_survives_an_empty_dataset_is_written_with_the_rejects(tmp_path, capsys):
+    """Every record rejected: exit 1, a summary, an empty npz, and the rejects kept."""
+    data = tmp_path / "prompts.jsonl"
+    data.write_bytes(b'[{"role": "user", "content": "only a prompt"}]\n' * 3)
+    code, _, err = encode(capsys, data, "-o", tmp_path / "out.npz", "--max-length", "64",
+                          "--pack", "--rejects", tmp_path / "rejects.jsonl")
+    assert code == 1 and "3 (nothing_to_learn 3) rejected" in err
+    arrays, manifest = load_dataset(tmp_path / "out.npz")
+    assert arrays["input_ids"].shape == (0, 64) and manifest["counts"]["rows"] == 0
+    assert len((tmp_path / "rejects.jsonl").read_text().splitlines()) == 3
+
+
+@pytest.mark.parametrize("which", ["input", "output", "manifest", "inside", "directory"])
+def test_rejects_may_not_overwrite_an_input_or_an_output(tmp_path, capsys, which):
+    data = tmp_path / "data.jsonl"
+    data.write_bytes(MIXED)
+    (tmp_path / "somewhere").mkdir()
+    output = tmp_path / ("shards" if which == "inside" else "out.npz")
+    rejects = {
+        "input": data,
+        "output": output,
+        "manifest": tmp_path / "out.manifest.json",
+        "inside": output / "rejects.jsonl",
+        "directory": tmp_path / "somewhere",
+    }[which]
+    extra = ["--shard-size", "2", "--max-length", "64"] if which == "inside" else []
+    code, _, err = encode(capsys, data, "-o", output, *extra, "--rejects", rejects)
+    assert code == 2 and "rejects" in err
+    assert data.read_bytes() == MIXED and not output.exists()
+    if which in ("input", "directory"):  # without -o too
+        code, out, err = encode(capsys, data, "--rejects", rejects)
+        assert code == 2 and out == "" and data.read_bytes() == MIXED
+
+
+def test_an_output_directory_with_foreign_files_is_not_replaced(tmp_path, capsys):
+    options = ["--shard-size", "4", "--max-length", "512"]
+    assert encode(capsys, SAMPLE, "-o", tmp_path / "out", *options)[0] == 0
+    mine = tmp_path / "out" / "my_input.jsonl"
+    mine.write_bytes(GOOD)
+    code, _, err = encode(capsys, mine, "-o", tmp_path / "out", *options)
+    assert code == 2 and "did not write" in err and mine.read_bytes() == GOOD
+
+
+def test_a_byte_order_mark_is_not_an_error(tmp_path, capsys):
+    data = tmp_path / "bom.jsonl"
+    data.write_bytes(b"\xef\xbb\xbf" + GOOD + GOOD)
+    code, out, _ = encode(capsys, data)
+    assert code == 0 and all("input_ids" in line for line in out.splitlines())
+
+
+@pytest.mark.parametrize("threads", ["0", "-3", "two"])
+def test_thread_counts_must_be_positive(capsys, threads):
+    assert encode(capsys, SAMPLE, "--threads", threads)[0] == 2

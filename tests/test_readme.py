@@ -16,3 +16,14 @@ def test_ci_runs_the_readme_commands_verbatim():
     assert install in ci
     assert tests in ci
     assert "pip install" in install and "pytest" in tests
+
+
+def test_the_python_api_example_runs():
+    """The README's first Python example, on the fixture tokenizer."""
+    text = (ROOT / "README.md").read_text()
+    example = re.findall(r"```python\n(.+?)\n```", text, flags=re.S)[0]
+    assert 'GemmaTokenizer.load("tokenizer.model")' in example
+    namespace = {}
+    exec(example.replace("tokenizer.model", str(ROOT / "fixtures/tokenizer/gemma3_layout.model")), namespace)
+    assert namespace["enc"].loss_mask.any() and len(namespace["batch"]) == 2
+    assert type(namespace["results"][1]).__name__ == "ConversationError"

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import zipfile
@@ -63,6 +64,7 @@ __all__ = [
 FORMAT = "gemma-turns/arrays"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+SHARD_NAME = re.compile(r"shard-\d{5}\.npz")
 BLOCK_ROWS = 256  # rows turned into arrays at a time for a single .npz output
 
 Truncation = Literal["error", "drop", "truncate", "drop_oldest_turns"]
@@ -511,6 +513,8 @@ def write_dataset(
         raise ValueError(
             "sharded output needs a max_length, so that every shard has the same width"
         )
+    if rejects is not None:
+        check_rejects_path(rejects, inputs=[input_path], output=output)
     target = _Target(output, sharded=shard_size is not None, compress=compress)
     reject_file = None
     hashed = _HashingSource(source)
@@ -619,7 +623,8 @@ class _Target:
         if sharded:
             if self.path.exists() and not (self.path.is_dir() and _replaceable_dir(self.path)):
                 raise DatasetError(
-                    f"{self.path} exists and is not a gemma-turns output directory; remove it "
+                    f"{self.path} exists and is not a gemma-turns output directory (it holds "
+                    "files a run did not write, which replacing it would delete); remove them "
                     "or choose another directory",
                     path=self.path,
                 )
@@ -715,7 +720,8 @@ def _save_npz(handle, blocks: list[dict[str, np.ndarray]], *, compress: bool) ->
             with archive.open(f"{key}.npy", mode="w", force_zip64=True) as member:
                 np.lib.format.write_array_header_1_0(member, header)
                 for part in parts:
-                    member.write(memoryview(np.ascontiguousarray(part)).cast("B"))
+                    if part.size:  # a memoryview of no bytes cannot be cast
+                        member.write(memoryview(np.ascontiguousarray(part)).cast("B"))
             keys[key] = {"dtype": parts[0].dtype.name, "shape": ["rows", *width]}
     return keys
 
@@ -756,13 +762,42 @@ def _umask() -> int:
 
 
 def _replaceable_dir(path: Path) -> bool:
-    """An empty directory, or one that a previous run wrote (it has our manifest)."""
-    if not any(path.iterdir()):
+    """An empty directory, or one that a previous run wrote: our manifest and shards, and
+    nothing else (replacing it must not delete a file of the user's)."""
+    names = [entry.name for entry in path.iterdir()]
+    if not names:
         return True
+    if any(name != MANIFEST and not SHARD_NAME.fullmatch(name) for name in names):
+        return False
     try:
         return json.loads((path / MANIFEST).read_text()).get("format") == FORMAT
     except (OSError, ValueError, AttributeError):
         return False
+
+
+def check_rejects_path(
+    rejects: str | os.PathLike, *, inputs: Sequence = (), output: str | os.PathLike | None = None
+) -> None:
+    """Refuse a rejects file that would overwrite an input or an output, or is a directory."""
+    path = Path(rejects).resolve()
+    if path.is_dir():
+        raise DatasetError(f"--rejects {rejects} is a directory; name a file", path=rejects)
+    taken = [Path(name).resolve() for name in inputs if name not in (None, "-")]
+    if output is not None:
+        output = Path(output).resolve()
+        taken += [output, output.with_name(output.name.removesuffix(".npz") + ".manifest.json")]
+        if path.is_relative_to(output):
+            raise DatasetError(
+                f"the rejects file {rejects} is inside the output directory {output}, which "
+                "a run replaces whole; write it elsewhere",
+                path=rejects,
+            )
+    if path in taken:
+        raise DatasetError(
+            f"the rejects file {rejects} is also an input or an output of this run; name "
+            "another file",
+            path=rejects,
+        )
 
 
 def _manifest(tokenizer, encode_options, array_options, counts, files, **extra) -> dict:

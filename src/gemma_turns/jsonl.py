@@ -15,6 +15,8 @@ from .errors import ConversationError
 
 __all__ = ["Line", "batched", "read_lines", "messages_of", "text_of"]
 
+UTF8_BOM = b"\xef\xbb\xbf"
+
 
 @dataclass(frozen=True, slots=True)
 class Line:
@@ -32,6 +34,8 @@ class Line:
 def read_lines(stream: Iterable[bytes]) -> Iterator[Line]:
     """Parse each line of a binary stream as JSON."""
     for number, raw in enumerate(stream, start=1):
+        if number == 1 and raw.startswith(UTF8_BOM):  # files saved by some Windows editors
+            raw = raw[len(UTF8_BOM) :]
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as error:

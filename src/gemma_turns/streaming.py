@@ -34,6 +34,15 @@ class EncodeOptions:
     reserved: Literal["refuse", "escape", "allow"] = "refuse"
     add_eos: bool = True  # pt only
 
+    def __post_init__(self):
+        for name, allowed in (
+            ("mode", ("training", "inference", "pt")),
+            ("train_on", ("all", "last")),
+            ("reserved", ("refuse", "escape", "allow")),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+
     def as_dict(self) -> dict:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 

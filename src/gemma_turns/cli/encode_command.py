@@ -9,7 +9,7 @@ import stat
 import sys
 import time
 
-from ..dataset import ArrayOptions, AtomicText, Counts, write_dataset
+from ..dataset import ArrayOptions, AtomicText, Counts, check_rejects_path, write_dataset
 from ..errors import DatasetError, EmptyInputError, SequenceTooLongError
 from ..jsonl import read_lines
 from ..streaming import EncodeOptions, Tally, encode_lines
@@ -20,6 +20,7 @@ from .common import (
     add_input_argument,
     load_tokenizer,
     open_input,
+    positive_int,
 )
 
 EXIT_INTERRUPTED = 130  # the shell's code for a run stopped by Ctrl-C
@@ -88,7 +89,7 @@ def add_encode_options(parser) -> None:
     )
     parser.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="SentencePiece threads (default: all cores)",
@@ -203,7 +204,7 @@ def run_jsonl(args) -> int:
     tokenizer = load_tokenizer(args.tokenizer)
     tally = Tally()
     write = sys.stdout.write
-    rejects = _open_rejects(args.rejects)
+    rejects = _open_rejects(args.rejects, args.input)
     try:
         with open_input(args.input) as stream:
             outcomes = encode_lines(
@@ -335,10 +336,11 @@ class ProgressBar:
             self.stream.flush()
 
 
-def _open_rejects(path: str | None) -> AtomicText | None:
+def _open_rejects(path: str | None, input_path: str) -> AtomicText | None:
     if path is None:
         return None
     try:
+        check_rejects_path(path, inputs=[input_path])
         return AtomicText(path)
     except DatasetError as error:
         raise CommandError(str(error)) from None

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..validator import EXPECTED_ENDINGS, validate
-from .common import EXIT_INVALID, EXIT_OK, EXIT_USAGE, CommandError, load_tokenizer, open_input
+from .common import EXIT_INVALID, EXIT_OK, EXIT_USAGE, CommandError, load_tokenizer, open_input, positive_int
 
 CHUNK_ROWS = 4096
 DEFAULT_MAX_FINDINGS = 100
@@ -67,7 +67,7 @@ def register(subparsers) -> None:
         action="store_false",
         help="skip the canonical-tokenization rule (re-encoding every text run: the slow rule)",
     )
-    parser.add_argument("--threads", type=int, default=None, metavar="N", help="SentencePiece threads for the canonical rule")
+    parser.add_argument("--threads", type=positive_int, default=None, metavar="N", help="SentencePiece threads for the canonical rule")
     parser.set_defaults(run=run)
 
 
