@@ -31,7 +31,15 @@ from pathlib import Path
 import numpy as np
 
 from ..validator import EXPECTED_ENDINGS, validate
-from .common import EXIT_INVALID, EXIT_OK, EXIT_USAGE, CommandError, load_tokenizer, open_input, positive_int
+from .common import (
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_USAGE,
+    CommandError,
+    load_tokenizer,
+    open_input,
+    positive_int,
+)
 
 CHUNK_ROWS = 4096
 DEFAULT_MAX_FINDINGS = 100
