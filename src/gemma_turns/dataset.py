@@ -41,7 +41,12 @@ import numpy as np
 
 from .arrays import OPEN_ROWS, Batch, BestFit, pack_rows, pad_batch, truncate
 from .encoder import Encoding, GemmaTokenizer
-from .errors import ConversationError, DatasetError, EmptyInputError, SequenceTooLongError
+from .errors import (
+    ConversationError,
+    DatasetError,
+    EmptyInputError,
+    SequenceTooLongError,
+)
 from .jsonl import Line, read_lines
 from .streaming import EncodeOptions, Outcome, encode_lines
 
@@ -652,7 +657,7 @@ class _Target:
     def manifest_path(self) -> Path:
         if self.sharded:
             return self.path / MANIFEST
-        return self.path.with_name(self.path.name.removesuffix(".npz") + ".manifest.json")
+        return manifest_beside(self.path)
 
     def write(self, blocks: list[dict[str, np.ndarray]]) -> None:
         """One .npz file of the rows of ``blocks``, one after the other."""
@@ -761,6 +766,12 @@ def _umask() -> int:
     return mask
 
 
+def manifest_beside(npz: str | os.PathLike) -> Path:
+    """Where the manifest of a single ``NAME.npz`` output is: ``NAME.manifest.json``."""
+    npz = Path(npz)
+    return npz.with_name(npz.name.removesuffix(".npz") + ".manifest.json")
+
+
 def _replaceable_dir(path: Path) -> bool:
     """An empty directory, or one that a previous run wrote: our manifest and shards, and
     nothing else (replacing it must not delete a file of the user's)."""
@@ -785,7 +796,7 @@ def check_rejects_path(
     taken = [Path(name).resolve() for name in inputs if name not in (None, "-")]
     if output is not None:
         output = Path(output).resolve()
-        taken += [output, output.with_name(output.name.removesuffix(".npz") + ".manifest.json")]
+        taken += [output, manifest_beside(output)]
         if path.is_relative_to(output):
             raise DatasetError(
                 f"the rejects file {rejects} is inside the output directory {output}, which "
@@ -932,7 +943,7 @@ def _read_manifest(path: str | os.PathLike) -> tuple[dict, Path]:
     elif path.name.endswith(".json"):
         manifest_path = path
     else:
-        manifest_path = path.with_name(path.name.removesuffix(".npz") + ".manifest.json")
+        manifest_path = manifest_beside(path)
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except FileNotFoundError:

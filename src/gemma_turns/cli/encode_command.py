@@ -9,7 +9,13 @@ import stat
 import sys
 import time
 
-from ..dataset import ArrayOptions, AtomicText, Counts, check_rejects_path, write_dataset
+from ..dataset import (
+    ArrayOptions,
+    AtomicText,
+    Counts,
+    check_rejects_path,
+    write_dataset,
+)
 from ..errors import DatasetError, EmptyInputError, SequenceTooLongError
 from ..jsonl import read_lines
 from ..streaming import EncodeOptions, Tally, encode_lines

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..dataset import manifest_beside
 from ..validator import EXPECTED_ENDINGS, validate
 from .common import (
     EXIT_INVALID,
@@ -170,7 +171,7 @@ def _shards(folder: Path, tokenizer) -> Source:
 
 
 def _manifest_of(path: Path) -> dict | None:
-    beside = path.with_name(path.name.removesuffix(".npz") + ".manifest.json")
+    beside = manifest_beside(path)
     if beside.exists():
         return _read_manifest(beside)
     shared = path.parent / "manifest.json"  # a shard of a directory
