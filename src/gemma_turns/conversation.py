@@ -1,59 +1,51 @@
-"""Check chat messages and bring them into one shape: an optional system text and
-alternating user/model turns.
+"""Check chat messages and bring them into one shape: an optional system text and turns.
 
-This is the only place that knows the input conventions (``assistant`` is ``model``, a
-``system`` message may only come first, content is a string or a list of parts), so the
-formatter downstream can trust its input. Every rejection names the message index, the role
-and what was expected; nothing is dropped silently.
+This is the only place that reads the input conventions (role aliases such as ``assistant``
+for ``model``, a ``system`` message only first, content as a string or a list of parts);
+what is allowed comes from the dialect (:mod:`gemma_turns.chat_format`), so the formatter
+downstream can trust its input. Every rejection names the message index, the role and what
+was expected; nothing is dropped silently.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import NamedTuple
 
+from .chat_format import GEMMA3, Dialect, Marker
 from .errors import ConversationError
 
 __all__ = ["Conversation", "Marker", "Turn", "check_text", "normalize_messages"]
 
-ROLE_ALIASES = {"user": "user", "model": "model", "assistant": "model"}
 # Message keys whose data the Gemma format has no place for: refused, never dropped.
 UNSUPPORTED_KEYS = ("tool_calls", "function_call")
 _MISSING = object()
 
 
-class Marker(StrEnum):
-    """Tokens the formatter places as ids, never as text. The value is the piece's text."""
-
-    START_OF_TURN = "<start_of_turn>"
-    END_OF_TURN = "<end_of_turn>"
-    START_OF_IMAGE = "<start_of_image>"
-
-
-Part = str | Marker  # a text part, or Marker.START_OF_IMAGE for an image part
+Part = str | Marker  # a text part, or a media marker (Marker.IMAGE for an image part)
 
 
 class Turn(NamedTuple):
-    role: str  # "user" or "model"
+    role: str  # a role of the dialect: "user" or "model"
     parts: tuple[Part, ...]  # content as given: text is not yet trimmed
     message_index: int  # index of the message in the caller's list, for error messages
 
 
 @dataclass(frozen=True, slots=True)
 class Conversation:
-    """A checked conversation. ``system`` is folded into the first user turn by the formatter."""
+    """A checked conversation; the formatter places ``system`` as the dialect says."""
 
     system: str | None
     turns: tuple[Turn, ...]
+    dialect: Dialect = GEMMA3
 
     @property
     def last_role(self) -> str:
         return self.turns[-1].role
 
 
-def normalize_messages(messages: object) -> Conversation:
+def normalize_messages(messages: object, dialect: Dialect = GEMMA3) -> Conversation:
     """Check ``messages`` (a list of ``{"role", "content"}`` mappings) and return a Conversation.
 
     >>> normalize_messages([{"role": "assistant", "content": "hi"}])
@@ -80,9 +72,9 @@ def normalize_messages(messages: object) -> Conversation:
     start = 0
     first_role = _role_of(messages[0], 0)
     if first_role == "system":
-        system = _system_text(messages[0])
+        system = _system_text(messages[0], dialect)
         start = 1
-        if len(messages) == 1:
+        if len(messages) == 1 and dialect.system == "first_user_turn":
             raise ConversationError(
                 "the conversation has only a system message; Gemma has no system turn, so "
                 "system text is placed inside the first user turn and there is none",
@@ -93,10 +85,11 @@ def normalize_messages(messages: object) -> Conversation:
             )
 
     turns = []
+    user, model = dialect.user_role, dialect.trained_role
     for index in range(start, len(messages)):
         message = messages[index]
         given_role = _role_of(message, index)
-        expected = "user" if (index - start) % 2 == 0 else "model"
+        expected = user if (index - start) % 2 == 0 else model
         if given_role == "system":
             raise ConversationError(
                 "a system message may only be the first message",
@@ -105,16 +98,16 @@ def normalize_messages(messages: object) -> Conversation:
                 role="system",
                 fix="Merge its text into the first system message, or send it as a user message",
             )
-        role = ROLE_ALIASES.get(given_role)
+        role = dialect.role_of(given_role)
         if role is None:
             raise ConversationError(
-                f"unknown role {given_role!r}; expected one of user, model, assistant, "
+                f"unknown role {given_role!r}; expected one of {', '.join(dialect.aliases)}, "
                 "or system as the first message",
                 code="unknown_role",
                 message_index=index,
                 role=given_role,
             )
-        if role != expected:
+        if dialect.alternating and role != expected:
             raise ConversationError(
                 f"roles must alternate user/model starting with user, so a {expected} "
                 f"message was expected here",
@@ -123,8 +116,8 @@ def normalize_messages(messages: object) -> Conversation:
                 role=given_role,
                 fix="Merge consecutive messages of the same role, or insert the missing turn",
             )
-        turns.append(Turn(role, _content_parts(message, index, given_role), index))
-    return Conversation(system, tuple(turns))
+        turns.append(Turn(role, _content_parts(message, index, given_role, dialect), index))
+    return Conversation(system, tuple(turns), dialect)
 
 
 def _role_of(message: object, index: int) -> str:
@@ -155,7 +148,7 @@ def _role_of(message: object, index: int) -> str:
     return role
 
 
-def _content_parts(message: Mapping, index: int, role: str) -> tuple[Part, ...]:
+def _content_parts(message: Mapping, index: int, role: str, dialect: Dialect) -> tuple[Part, ...]:
     content = message.get("content", _MISSING)
     if type(content) is str:  # the common case first
         if not content.isascii():
@@ -174,7 +167,7 @@ def _content_parts(message: Mapping, index: int, role: str) -> tuple[Part, ...]:
         check_text(content, message_index=index, role=role)
         return (content,)
     if isinstance(content, Sequence) and not isinstance(content, (bytes, bytearray)):
-        return tuple(_part(part, index, role, k) for k, part in enumerate(content))
+        return tuple(_part(part, index, role, k, dialect) for k, part in enumerate(content))
     raise ConversationError(
         f"content must be a string or a list of parts, got {type(content).__name__}",
         code="bad_content",
@@ -183,16 +176,16 @@ def _content_parts(message: Mapping, index: int, role: str) -> tuple[Part, ...]:
     )
 
 
-def _part(part: object, index: int, role: str, part_index: int) -> Part:
+def _part(part: object, index: int, role: str, part_index: int, dialect: Dialect) -> Part:
     kind = part.get("type") if isinstance(part, Mapping) else None
     if kind == "text" and isinstance(part.get("text"), str):
         check_text(part["text"], message_index=index, role=role, part_index=part_index)
         return part["text"]
-    if kind == "image":
-        return Marker.START_OF_IMAGE
+    if kind in dialect.media:
+        return dialect.media[kind]
+    media = "".join(f" or {{'type': {kind!r}}}" for kind in dialect.media)
     raise ConversationError(
-        f"a content part must be {{'type': 'text', 'text': str}} or {{'type': 'image'}}, "
-        f"got {_short(part)}",
+        f"a content part must be {{'type': 'text', 'text': str}}{media}, got {_short(part)}",
         code="bad_content",
         message_index=index,
         role=role,
@@ -201,9 +194,9 @@ def _part(part: object, index: int, role: str, part_index: int) -> Part:
     )
 
 
-def _system_text(message: Mapping) -> str:
-    """The system text, untrimmed as the official template uses it."""
-    parts = _content_parts(message, 0, "system")
+def _system_text(message: Mapping, dialect: Dialect) -> str:
+    """The system text, untrimmed (the formatter trims it where the dialect says)."""
+    parts = _content_parts(message, 0, "system", dialect)
     if len(parts) == 1 and not isinstance(parts[0], Marker):
         return parts[0]
     raise ConversationError(

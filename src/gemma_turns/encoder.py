@@ -29,11 +29,13 @@ from typing import Literal
 import numpy as np
 import sentencepiece as spm
 
-from .conversation import Marker, check_text, normalize_messages
+from . import chat_format
+from .chat_format import Dialect, Marker
+from .conversation import check_text, normalize_messages
 from .errors import ConversationError, ReservedTokenError, TokenizerError
-from .formatter import TrainOn, content_stretches, render_runs
+from .formatter import TrainOn, content_stretches, render_runs, runs_text
 from .reserved import POLICIES, ReservedPolicy, ReservedText
-from .specials import SpecialTokens, find_reserved_pieces
+from .specials import SpecialTokens, find_dialect, find_reserved_pieces
 
 __all__ = ["ChatMode", "Encoding", "GemmaTokenizer"]
 
@@ -77,13 +79,15 @@ class Encoding:
 
 
 class GemmaTokenizer:
-    """A Gemma SentencePiece model with the chat format's ids resolved.
+    """A Gemma SentencePiece model with its chat format (:attr:`dialect`) and ids resolved.
 
     Load it with :meth:`load` (a ``tokenizer.model`` path) or :meth:`from_bytes`. Every
-    special id comes from the model: see :attr:`specials`.
+    special id comes from the model: see :attr:`specials`. The dialect is found from the
+    model's pieces; pass ``dialect=`` (a name or a :class:`~gemma_turns.chat_format.Dialect`)
+    for a model whose pieces fit several.
     """
 
-    def __init__(self, model_proto: bytes, *, path: str | None = None):
+    def __init__(self, model_proto: bytes, *, path: str | None = None, dialect: str | Dialect | None = None):
         self.path = path
         self.sha256 = hashlib.sha256(model_proto).hexdigest()
         self.processor = spm.SentencePieceProcessor()
@@ -97,33 +101,34 @@ class GemmaTokenizer:
             ) from None
         self.vocab_size = self.processor.get_piece_size()
         self.pieces = self.processor.id_to_piece(list(range(self.vocab_size)))
-        self.specials = SpecialTokens.from_processor(self.processor, path=path)
+        if dialect is None:
+            self.dialect = find_dialect(self.processor, path=path)
+        else:
+            try:
+                self.dialect = chat_format.get(dialect)
+            except ValueError as error:
+                raise TokenizerError(str(error), path=path) from None
+        self.specials = SpecialTokens.from_processor(self.processor, self.dialect, path=path)
         self.reserved_ids = find_reserved_pieces(self.processor, self.pieces)
         self.reserved = ReservedText(self.reserved_ids)
         # Ids placed without SentencePiece (markers, and text every conversation repeats) sit
         # in a table ahead of each batch's encoded texts: a plan refers to either by index.
         specials = self.specials
-        markers = {
-            Marker.START_OF_TURN: specials.start_of_turn,
-            Marker.END_OF_TURN: specials.end_of_turn,
-            Marker.START_OF_IMAGE: specials.start_of_image,
-        }
         constants = [[specials.bos], [specials.eos]]
         self._bos_index, self._eos_index = 0, 1
-        # Markers are a StrEnum, equal to their text: they get a table of their own.
         self._marker_index = {}
-        for marker, token_id in markers.items():
-            if token_id is not None:
-                self._marker_index[marker] = len(constants)
-                constants.append([token_id])
+        for marker, token_id in specials.markers.items():
+            self._marker_index[marker] = len(constants)
+            constants.append([token_id])
         self._text_index = {}
-        for text in ("\n", "model\n"):
+        d = self.dialect
+        for text in {d.turn_end, d.header_end, d.generation_role + d.header_end}:
             self._text_index[text] = len(constants)
             constants.append(self.processor.encode(text))
         self._constant_ids = [np.array(ids, dtype=ID_DTYPE) for ids in constants]
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> GemmaTokenizer:
+    def load(cls, path: str | os.PathLike, *, dialect: str | Dialect | None = None) -> GemmaTokenizer:
         """Load a SentencePiece ``tokenizer.model`` file."""
         path = os.fspath(path)
         try:
@@ -133,14 +138,25 @@ class GemmaTokenizer:
             raise TokenizerError(
                 f"cannot read the tokenizer model {path!r}: {error.strerror}", path=path
             ) from None
-        return cls(data, path=path)
+        return cls(data, path=path, dialect=dialect)
 
     @classmethod
-    def from_bytes(cls, model_proto: bytes) -> GemmaTokenizer:
-        return cls(model_proto)
+    def from_bytes(cls, model_proto: bytes, *, dialect: str | Dialect | None = None) -> GemmaTokenizer:
+        return cls(model_proto, dialect=dialect)
 
     def __repr__(self) -> str:
-        return f"GemmaTokenizer(path={self.path!r}, vocab_size={self.vocab_size}, {self.specials})"
+        return (
+            f"GemmaTokenizer(path={self.path!r}, dialect={self.dialect.name!r}, "
+            f"vocab_size={self.vocab_size}, {self.specials})"
+        )
+
+    def format_chat(self, messages: object, *, add_generation_prompt: bool | None = None) -> str:
+        """The turn text of ``messages`` in this model's dialect (no BOS: it is a token)."""
+        conversation = normalize_messages(messages, self.dialect)
+        if add_generation_prompt is None:
+            add_generation_prompt = conversation.last_role == self.dialect.user_role
+        runs = render_runs(conversation, add_generation_prompt=add_generation_prompt)
+        return runs_text(runs, self.dialect)
 
     # -- chat ---------------------------------------------------------------------------
 
@@ -414,10 +430,10 @@ class GemmaTokenizer:
     def _plan_chat(
         self, messages, texts, *, mode, add_generation_prompt, train_on, train_newline, reserved
     ) -> _Plan:
-        conversation = normalize_messages(messages)
+        conversation = normalize_messages(messages, self.dialect)
         last = conversation.turns[-1]
         if add_generation_prompt is None:
-            add_generation_prompt = mode == "inference" and last.role == "user"
+            add_generation_prompt = mode == "inference" and last.role == self.dialect.user_role
         if mode == "training":
             _check_something_to_learn(conversation, train_on)
         runs = render_runs(
@@ -463,18 +479,18 @@ class GemmaTokenizer:
             texts.append(part)
 
     def _unsupported_marker(self, marker: Marker, conversation) -> None:
-        """Raise for an image part when the model has no image marker (Gemma 2)."""
-        # Markers equal their text, so find the image part by identity, not by ==.
+        """Raise for a media part whose marker the model lacks (an image for Gemma 2)."""
         turn, part_index = next(
             (t, k) for t in conversation.turns for k, p in enumerate(t.parts) if p is marker
         )
+        piece = self.dialect.pieces[marker]
         raise ConversationError(
-            "the content has an image part, but this model has no <start_of_image> piece",
+            f"the content has an {marker.value} part, but this model has no {piece} piece",
             code="bad_content",
             message_index=turn.message_index,
             role=turn.role,
             part_index=part_index,
-            fix="Use a Gemma 3 tokenizer, or remove the image part",
+            fix=f"Use a tokenizer that has {piece}, or remove the {marker.value} part",
         )
 
     def _build(self, plans: list, encoded: list[np.ndarray]) -> list:
@@ -569,15 +585,16 @@ def _locate_in_text(text: str, finder: ReservedText):
 def _check_something_to_learn(conversation, train_on: TrainOn) -> None:
     """A training conversation must end with the model's answer, and teach something."""
     last = conversation.turns[-1]
-    if last.role != "model":
+    model = conversation.dialect.trained_role
+    if last.role != model:
         raise ConversationError(
-            "a training conversation must end with a model turn, the answer to learn",
+            f"a training conversation must end with a {model} turn, the answer to learn",
             code="nothing_to_learn",
             message_index=last.message_index,
-            role="user",
+            role=last.role,
             fix="Add the model's answer, or encode it with mode='inference'",
         )
-    trained = [turn for turn in conversation.turns if turn.role == "model"]
+    trained = [turn for turn in conversation.turns if turn.role == model]
     if train_on == "last":
         trained = trained[-1:]
     if not any(isinstance(part, Marker) or part.strip() for turn in trained for part in turn.parts):
@@ -585,7 +602,7 @@ def _check_something_to_learn(conversation, train_on: TrainOn) -> None:
             "nothing to learn: the trained model turns have no content",
             code="nothing_to_learn",
             message_index=trained[-1].message_index,
-            role="model",
+            role=model,
             fix="Give the model turn its answer, or drop the conversation",
         )
 

@@ -25,17 +25,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Literal
 
-from .conversation import Conversation, Marker, normalize_messages
+from .chat_format import GEMMA3, Dialect, Marker
+from .conversation import Conversation, normalize_messages
 
-__all__ = ["Run", "TrainOn", "content_stretches", "format_chat", "render_runs"]
+__all__ = ["Run", "TrainOn", "content_stretches", "format_chat", "render_runs", "runs_text"]
 
 TrainOn = Literal["all", "last", "none"]
 Run = tuple[str | Marker, bool]  # (text or marker, trainable)
 
-_START = (Marker.START_OF_TURN, False)
+_OPEN = (Marker.TURN_OPEN, False)
 
 
-def format_chat(messages: object, *, add_generation_prompt: bool | None = None) -> str:
+def format_chat(
+    messages: object, *, add_generation_prompt: bool | None = None, dialect: Dialect = GEMMA3
+) -> str:
     """Return the turn text of ``messages``, without BOS (which is a token, not text).
 
     ``add_generation_prompt`` defaults to True when the last message is from the user.
@@ -43,11 +46,17 @@ def format_chat(messages: object, *, add_generation_prompt: bool | None = None) 
     >>> format_chat([{"role": "user", "content": " Hi! "}])
     '<start_of_turn>user\\nHi!<end_of_turn>\\n<start_of_turn>model\\n'
     """
-    conversation = normalize_messages(messages)
+    conversation = normalize_messages(messages, dialect)
     if add_generation_prompt is None:
-        add_generation_prompt = conversation.last_role == "user"
+        add_generation_prompt = conversation.last_role == dialect.user_role
     runs = render_runs(conversation, add_generation_prompt=add_generation_prompt)
-    return "".join(value for value, _ in runs)
+    return runs_text(runs, dialect)
+
+
+def runs_text(runs: list[Run], dialect: Dialect) -> str:
+    """The text of ``runs``: markers spelled as their pieces."""
+    pieces = dialect.pieces
+    return "".join(value if type(value) is str else pieces[value] for value, _ in runs)
 
 
 def render_runs(
@@ -63,18 +72,28 @@ def render_runs(
     ``all`` of them, the ``last`` one only, or ``none``. With ``train_newline`` the ``\\n``
     after a trained turn's ``<end_of_turn>`` is trainable too.
     """
+    dialect = conversation.dialect
     runs: list[Run] = []
     append = runs.append
     turns = conversation.turns
-    last_model = len(turns) - 1 if turns[-1].role == "model" else len(turns) - 2
+    model, header_end, turn_end = dialect.trained_role, dialect.header_end, dialect.turn_end
+    last_model = max((k for k, turn in enumerate(turns) if turn.role == model), default=-1)
+    system = conversation.system
+    if system is not None and dialect.trim_system:
+        system = system.strip()
+    if system is not None and dialect.system == "own_turn":
+        append(_OPEN)
+        append(("system" + header_end + system, False))
+        append((Marker.TURN_CLOSE, False))
+        append((turn_end, False))
     for k, turn in enumerate(turns):
-        trained = turn.role == "model" and (
+        trained = turn.role == model and (
             train_on == "all" or (train_on == "last" and k == last_model)
         )
-        append(_START)
-        header = turn.role + "\n"
-        if k == 0 and conversation.system is not None:
-            header += conversation.system + "\n\n"
+        append(_OPEN)
+        header = turn.role + header_end
+        if k == 0 and system is not None and dialect.system == "first_user_turn":
+            header += system + dialect.system_separator
         parts = turn.parts
         if len(parts) == 1 and type(parts[0]) is str:  # the common case, kept fast
             content = parts[0].strip()
@@ -86,11 +105,11 @@ def render_runs(
                 append((header + content, False))
         else:
             _render_parts(parts, header, trained, append)
-        append((Marker.END_OF_TURN, trained))
-        append(("\n", trained and train_newline))
+        append((Marker.TURN_CLOSE, trained))
+        append((turn_end, trained and train_newline))
     if add_generation_prompt:
-        append(_START)
-        append(("model\n", False))
+        append(_OPEN)
+        append((dialect.generation_role + header_end, False))
     return runs
 
 
@@ -125,7 +144,11 @@ def content_stretches(conversation: Conversation) -> Iterator[tuple[int, str, li
     text can span them; images, the system's blank line and role headers break stretches.
     """
     if conversation.system is not None:
-        yield 0, "system", [(None, 0, conversation.system)]
+        system = conversation.system
+        if conversation.dialect.trim_system:
+            yield 0, "system", [(None, len(system) - len(system.lstrip()), system.strip())]
+        else:
+            yield 0, "system", [(None, 0, system)]
     for turn in conversation.turns:
         many = len(turn.parts) > 1
         spans = []

@@ -1,14 +1,14 @@
 """Token ids back to the conversation: the inverse of the encoder.
 
-    ids -> turn layout (the validator's structure rules) -> turns: role, content text, images
+    ids -> Layout (read through the tokenizer's dialect) -> turns: role, content text, media
 
 For every sequence the encoder makes,
 
     parse(tokenizer.encode_chat(messages, ...), tokenizer).messages == normalized_messages(messages)
 
 where the normalized form is what the ids can tell: roles ``user``/``model``, content trimmed,
-a system text folded into the first user turn (``system + "\\n\\n" + content``), text parts
-joined, an image part as ``{"type": "image"}``. :meth:`ParsedConversation.encodable_messages`
+a system text folded into the first user turn (``system + "\\n\\n" + content``, in Gemma 3),
+text parts joined, a media part as ``{"type": "image"}`` (its type). :meth:`ParsedConversation.encodable_messages`
 gives messages that encode back to the very same ids (it splits a system text off again where
 trimming would otherwise change the first user turn).
 
@@ -24,9 +24,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .conversation import Marker, normalize_messages
+from .chat_format import GEMMA3, Dialect, Marker
+from .conversation import normalize_messages
 from .errors import ParseError
-from .validator import BLOCKING, Ending, Expect, check_layout, split_system
+from .findings import BLOCKING, Ending, Expect
+from .validator import read_layout
 
 __all__ = [
     "ParseError",
@@ -39,8 +41,8 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class ParsedTurn:
-    """One closed turn: its role, its content parts (text, or Marker.START_OF_IMAGE), and
-    the positions of its ``<start_of_turn>`` and ``<end_of_turn>``."""
+    """One closed turn: its role, its content parts (text, or a media Marker), and the
+    positions of its opening and closing markers."""
 
     role: str
     parts: tuple[str | Marker, ...]
@@ -53,7 +55,7 @@ class ParsedTurn:
         if not any(isinstance(part, Marker) for part in self.parts):
             return "".join(self.parts)
         return [
-            {"type": "image"} if isinstance(part, Marker) else {"type": "text", "text": part}
+            {"type": part.value} if isinstance(part, Marker) else {"type": "text", "text": part}
             for part in self.parts
         ]
 
@@ -62,13 +64,14 @@ class ParsedTurn:
 class ParsedConversation:
     """What a sequence says: chat turns and how the sequence ends, or a PT text.
 
-    ``ending``: ``generation_prompt`` (``<start_of_turn>model\\n``, not a turn), ``model_turn``
+    ``ending``: ``generation_prompt`` (an open model turn header, not a turn), ``model_turn``
     or ``user_turn`` (the last turn is closed), ``eos`` or ``text`` (PT, with or without EOS).
     """
 
     turns: tuple[ParsedTurn, ...] = ()
     ending: Ending
     text: str | None = None
+    dialect: Dialect = GEMMA3
 
     @property
     def is_pt(self) -> bool:
@@ -96,7 +99,7 @@ class ParsedConversation:
         parts = list(self.turns[0].parts)
         if not parts or isinstance(parts[0], Marker) or parts[0] == parts[0].strip():
             return messages
-        split = split_system(parts[0])
+        split = self.dialect.split_system(parts[0])
         if split is None:
             return messages  # no formatter output looks like this; re-encoding will differ
         system, rest = split
@@ -110,7 +113,7 @@ def parse(ids: object, tokenizer, *, expect: Expect | None = None) -> ParsedConv
 
     ``ids``: one unpadded sequence (a list or 1-D array of ints, or an Encoding). ``expect``
     as in :func:`~gemma_turns.validator.validate`: ``"pt"`` reads a PT text, ``"inference"``
-    or ``"training"`` a chat, ``None`` decides by the presence of ``<start_of_turn>``; the
+    or ``"training"`` a chat, ``None`` decides by the presence of a turn-opening marker; the
     ending is reported, not checked.
 
     Raises ParseError when the turn layout is broken.
@@ -121,34 +124,36 @@ def parse(ids: object, tokenizer, *, expect: Expect | None = None) -> ParsedConv
     if array.ndim != 1 or (array.size and array.dtype.kind not in "iu"):
         raise ValueError(f"parse takes one sequence of integer ids, got shape {array.shape} ({array.dtype})")
     array = array.astype(np.int64)
-    check = check_layout(array, tokenizer, expect=expect)
-    findings = check.report(max_findings=None).findings
-    blocking = [f for f in findings if f.rule in BLOCKING or (f.rule == "text_bos" and check.chat[0])]
+    layout, found = read_layout(array, tokenizer, expect=expect)
+    findings = found.report(max_findings=None).findings
+    blocking = [f for f in findings if f.rule in BLOCKING or (f.rule == "text_bos" and layout.chat[0])]
     if blocking:
         raise ParseError(blocking[0])
-    ending = str(check.ending[0]) if len(check.ending) else ""
+    ending = str(layout.ending[0]) if len(layout.ending) else ""
     if not ending:
         raise ParseError(next(f for f in findings if f.rule == "bad_ending"))
     decode = tokenizer.processor.decode
     values = array.tolist()
-    if not check.chat[0]:
+    dialect = tokenizer.dialect
+    if not layout.chat[0]:
         body = values[1 : len(values) - (ending == "eos")]
-        return ParsedConversation(ending=ending, text=decode(body))
-    return ParsedConversation(turns=tuple(_turns(values, check, decode)), ending=ending)
+        return ParsedConversation(ending=ending, text=decode(body), dialect=dialect)
+    return ParsedConversation(turns=tuple(_turns(array, layout, decode)), ending=ending, dialect=dialect)
 
 
-def _turns(values: list[int], check, decode) -> list[ParsedTurn]:
-    vocab = check.vocab
+def _turns(array: np.ndarray, layout, decode) -> list[ParsedTurn]:
+    """The closed turns of the one unit: role, and content cut at media markers."""
+    vocab = layout.vocab
+    media = {token_id: marker for marker, token_id in _media_markers(vocab).items()}
+    values = array.tolist()
+    media_at = np.flatnonzero(np.isin(array, list(media))).tolist()
     turns = []
-    sots = check.sots.tolist()
-    eots = np.flatnonzero(check.is_eot).tolist()
-    images = np.flatnonzero(check.is_soi).tolist()
-    for k, start in enumerate(sots):
-        if k >= len(eots):
+    for t in layout.turns_of(0).tolist():
+        if not layout.closed[t]:
             break  # the generation prompt: not a turn
-        end = eots[k]
-        role = "user" if values[start + 1] == vocab.user else "model"
-        cuts = [i for i in images if start < i < end]
+        start, end = int(layout.opens[t]), int(layout.content_end[t])
+        role = vocab.role_name(layout.role[t])
+        cuts = [i for i in media_at if layout.content_start[t] <= i < end]
         # The header and the first text run: split at the header's newline, which may be
         # merged with newlines of a system text that follows it ("user\n" + "\nSys").
         first = decode(values[start + 1 : cuts[0] if cuts else end])
@@ -156,24 +161,32 @@ def _turns(values: list[int], check, decode) -> list[ParsedTurn]:
         text = first.split("\n", 1)[1] if "\n" in first else ""
         if text:
             parts.append(text)
-        for j, image in enumerate(cuts):
-            parts.append(Marker.START_OF_IMAGE)
-            text = decode(values[image + 1 : cuts[j + 1] if j + 1 < len(cuts) else end])
+        for j, cut in enumerate(cuts):
+            parts.append(media[values[cut]])
+            text = decode(values[cut + 1 : cuts[j + 1] if j + 1 < len(cuts) else end])
             if text:
                 parts.append(text)
         turns.append(ParsedTurn(role, tuple(parts), start, end))
     return turns
 
 
-def normalized_messages(messages: object) -> list[dict]:
+def _media_markers(vocab) -> dict[Marker, int]:
+    """The media markers of the dialect that the model has, with their ids."""
+    markers = vocab.dialect.media.values()
+    return {m: i for m, i in vocab.markers.items() if m in markers}
+
+
+def normalized_messages(messages: object, dialect: Dialect = GEMMA3) -> list[dict]:
     """The form :func:`parse` gives ``messages`` back in (raises ConversationError as the
     encoder does): roles ``user``/``model``; text trimmed as the formatter trims it, text
     parts joined; the system text and a blank line opening the first user turn's content."""
-    conversation = normalize_messages(messages)
+    conversation = normalize_messages(messages, dialect)
     out = []
     for k, turn in enumerate(conversation.turns):
         parts: list[str | Marker] = []
-        pending = conversation.system + "\n\n" if k == 0 and conversation.system is not None else ""
+        pending = ""
+        if k == 0 and conversation.system is not None and dialect.system == "first_user_turn":
+            pending = conversation.system + dialect.system_separator
         for part in turn.parts:
             if isinstance(part, Marker):
                 if pending:
