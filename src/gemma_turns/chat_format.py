@@ -51,7 +51,8 @@ class Dialect:
     ``roles`` are the role names a turn header may carry, ``aliases`` map input roles to
     them; ``trained_role`` is the role whose content a training mask covers. ``system``
     says where a system message goes: ``first_user_turn`` (its text, then
-    ``system_separator``, opens the first user turn) or ``own_turn``. ``media`` maps a
+    ``system_separator``, opens the first user turn) or ``own_turn`` (a turn of
+    ``system_role``, which must then be one of ``roles``). ``media`` maps a
     content part's ``type`` to its marker.
     """
 
@@ -63,6 +64,7 @@ class Dialect:
     aliases: Mapping[str, str]
     trained_role: str = "model"
     system: SystemPlacement
+    system_role: str = "system"  # the header role of a system turn (own_turn)
     system_separator: str = ""
     trim_system: bool
     alternating: bool

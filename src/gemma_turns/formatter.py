@@ -83,7 +83,7 @@ def render_runs(
         system = system.strip()
     if system is not None and dialect.system == "own_turn":
         append(_OPEN)
-        append(("system" + header_end + system, False))
+        append((dialect.system_role + header_end + system, False))
         append((Marker.TURN_CLOSE, False))
         append((turn_end, False))
     for k, turn in enumerate(turns):

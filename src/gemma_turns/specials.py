@@ -21,13 +21,10 @@ from .errors import TokenizerError
 
 __all__ = ["SpecialTokens", "find_dialect", "find_reserved_pieces"]
 
-# Pieces that are reserved in the Gemma vocabularies: every dialect's markers, <mask>,
+# Pieces that are reserved in the Gemma vocabularies besides every dialect's markers: <mask>,
 # [multimodal], Gemma 2's [@BOS@], and every <unusedN>. Only the ones the model matches
 # inside text (USER_DEFINED pieces) can be forged by content; see find_reserved_pieces.
-RESERVED_NAMES = frozenset(
-    {piece for dialect in chat_format.DIALECTS.values() for piece in dialect.pieces.values()}
-    | {"<mask>", "[multimodal]", "[@BOS@]"}
-)
+RESERVED_NAMES = frozenset({"<mask>", "[multimodal]", "[@BOS@]"})
 UNUSED_PIECE = re.compile(r"<unused\d+>")
 LEGACY_NAMES = ("start_of_turn", "end_of_turn", "start_of_image", "end_of_image")
 CORE_PIECES = {"pad": "<pad>", "eos": "<eos>", "bos": "<bos>", "unk": "<unk>", "newline": "\n"}
@@ -132,15 +129,17 @@ def _piece_id(processor, piece: str) -> int | None:
 
 
 def find_reserved_pieces(processor, pieces: list[str]) -> dict[str, int]:
-    """Reserved pieces (by the names above) that the model matches inside text, with their ids.
+    """Reserved pieces (every dialect's markers, and the names above) that the model matches
+    inside text, with their ids.
 
     ``pieces`` is the model's whole vocabulary, by id. A reserved piece that SentencePiece
     never matches in text (a CONTROL piece) cannot be forged and is left out.
     """
+    names = RESERVED_NAMES | {p for d in chat_format.DIALECTS.values() for p in d.pieces.values()}
     candidates = {
         piece: token_id
         for token_id, piece in enumerate(pieces)
-        if piece in RESERVED_NAMES or UNUSED_PIECE.fullmatch(piece)
+        if piece in names or UNUSED_PIECE.fullmatch(piece)
     }
     names = list(candidates)
     encoded = processor.encode(names) if names else []
