@@ -10,6 +10,14 @@ no other module names a marker piece, a role or an offset.
                   <start_of_turn>model\\n{content}<end_of_turn>\\n
                   <start_of_turn>model\\n                       (the generation prompt)
 
+    Gemma 4:      <|turn>system\\n<|think|>\\n{system}<|tool>declaration:...<tool|><turn|>\\n
+                  <|turn>user\\n{content}<turn|>\\n
+                  <|turn>model\\n<|channel>thought\\n{reasoning}\\n<channel|>
+                      <|tool_call>call:NAME{...}<tool_call|><|tool_response>response:NAME{...}<tool_response|>
+                      {content}<turn|>\\n
+                  <|turn>model\\n[<|channel>thought\\n<channel|>]     (the prompt; the empty
+                                                                 thought only for large checkpoints)
+
 The dialect of a model is found from its pieces (:func:`detect`): the first dialect whose
 turn-opening piece the model matches as one piece. Adding a format means adding one
 ``Dialect`` value to :data:`DIALECTS`.
@@ -23,7 +31,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Literal
 
-__all__ = ["DIALECTS", "Dialect", "GEMMA3", "Marker", "detect", "get"]
+__all__ = ["CHECKPOINTS", "DIALECTS", "Checkpoint", "Dialect", "GEMMA3", "GEMMA4", "Marker", "detect", "get"]
 
 
 class Marker(Enum):
@@ -33,7 +41,19 @@ class Marker(Enum):
     TURN_OPEN = "turn_open"
     TURN_CLOSE = "turn_close"
     IMAGE = "image"
+    AUDIO = "audio"
+    VIDEO = "video"
     IMAGE_END = "image_end"  # a piece of the Gemma 3 vocabulary, never placed by the formatter
+    THINK = "think"  # thinking switched on, at the start of the system turn
+    CHANNEL_OPEN = "channel_open"  # a thought channel in a model turn
+    CHANNEL_CLOSE = "channel_close"
+    TOOL_OPEN = "tool_open"  # a tool declaration in the system turn
+    TOOL_CLOSE = "tool_close"
+    CALL_OPEN = "call_open"  # a tool call in a model turn
+    CALL_CLOSE = "call_close"
+    RESPONSE_OPEN = "response_open"  # a tool's result; the first after calls is the model's hand-over
+    RESPONSE_CLOSE = "response_close"
+    QUOTE = "quote"  # quotes a string in Gemma's tool syntax
 
     # Old spellings, kept for one release.
     START_OF_TURN = "turn_open"
@@ -42,6 +62,34 @@ class Marker(Enum):
 
 
 SystemPlacement = Literal["first_user_turn", "own_turn"]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A released model whose generation prompt differs from its siblings' (the tokenizer
+    file is the same, so the user names it). ``names`` are the accepted spellings, lower
+    case, the canonical one first. ``empty_thought`` says the prompt ends with an empty
+    thought channel when thinking is off (Gemma 4's large checkpoints)."""
+
+    names: tuple[str, ...]
+    empty_thought: bool
+
+    @property
+    def name(self) -> str:
+        return self.names[0]
+
+
+def _gemma4_checkpoint(size: str, *, empty_thought: bool) -> Checkpoint:
+    return Checkpoint((f"gemma-4-{size}-it", size, f"gemma-4-{size}"), empty_thought)
+
+
+CHECKPOINTS = (
+    _gemma4_checkpoint("e2b", empty_thought=False),
+    _gemma4_checkpoint("e4b", empty_thought=False),
+    _gemma4_checkpoint("12b", empty_thought=True),
+    _gemma4_checkpoint("26b-a4b", empty_thought=True),
+    _gemma4_checkpoint("31b", empty_thought=True),
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,6 +119,32 @@ class Dialect:
     header_end: str = "\n"  # after the role: ends the turn header
     turn_end: str = "\n"  # after the closing marker
     media: Mapping[str, Marker] = field(default_factory=dict)
+    extra_reserved: tuple[str, ...] = ()  # marker pieces the formatter never places
+    system_aliases: tuple[str, ...] = ("system",)  # input roles of a system message (first only)
+    reasoning_keys: tuple[str, ...] = ()  # message keys holding a model message's reasoning
+    checkpoints: tuple[Checkpoint, ...] = ()  # where the generation prompt depends on the model
+
+    @property
+    def tools(self) -> bool:
+        """Whether the dialect has tool declarations, calls and results."""
+        return Marker.CALL_OPEN in self.pieces
+
+    @property
+    def thinking(self) -> bool:
+        """Whether the dialect has a thinking switch and thought channels."""
+        return Marker.THINK in self.pieces
+
+    def checkpoint(self, name: str | None) -> Checkpoint | None:
+        """The checkpoint called ``name`` (any spelling of :attr:`Checkpoint.names`), or None
+        for None; ValueError for a name the dialect does not know."""
+        if name is None:
+            return None
+        key = name.strip().lower().removeprefix("google/")
+        for checkpoint in self.checkpoints:
+            if key in checkpoint.names:
+                return checkpoint
+        known = ", ".join(c.names[0] for c in self.checkpoints) or "none"
+        raise ValueError(f"unknown {self.name} checkpoint {name!r}; known: {known}")
 
     @property
     def turn_open(self) -> str:
@@ -130,7 +204,46 @@ GEMMA3 = Dialect(
     media={"image": Marker.IMAGE},
 )
 
-DIALECTS: dict[str, Dialect] = {GEMMA3.name: GEMMA3}
+GEMMA4 = Dialect(
+    name="gemma4",
+    description="Gemma 4: <|turn>role ... <turn|>, a system turn of its own, thinking, tool "
+    "declarations, calls and results, media markers",
+    pieces={
+        Marker.TURN_OPEN: "<|turn>",
+        Marker.TURN_CLOSE: "<turn|>",
+        Marker.IMAGE: "<|image|>",
+        Marker.AUDIO: "<|audio|>",
+        Marker.VIDEO: "<|video|>",
+        Marker.THINK: "<|think|>",
+        Marker.CHANNEL_OPEN: "<|channel>",
+        Marker.CHANNEL_CLOSE: "<channel|>",
+        Marker.TOOL_OPEN: "<|tool>",
+        Marker.TOOL_CLOSE: "<tool|>",
+        Marker.CALL_OPEN: "<|tool_call>",
+        Marker.CALL_CLOSE: "<tool_call|>",
+        Marker.RESPONSE_OPEN: "<|tool_response>",
+        Marker.RESPONSE_CLOSE: "<tool_response|>",
+        Marker.QUOTE: '<|"|>',
+    },
+    extra_reserved=("<|image>", "<|audio>", "<image|>", "<audio|>"),
+    roles=("system", "user", "model"),
+    aliases={"user": "user", "model": "model", "assistant": "model"},
+    system="own_turn",
+    system_aliases=("system", "developer"),
+    trim_system=True,
+    alternating=False,
+    media={
+        "image": Marker.IMAGE,
+        "image_url": Marker.IMAGE,
+        "audio": Marker.AUDIO,
+        "input_audio": Marker.AUDIO,
+        "video": Marker.VIDEO,
+    },
+    reasoning_keys=("reasoning_content", "reasoning", "thinking"),
+    checkpoints=CHECKPOINTS,
+)
+
+DIALECTS: dict[str, Dialect] = {GEMMA3.name: GEMMA3, GEMMA4.name: GEMMA4}
 
 
 def get(name: str | Dialect) -> Dialect:
@@ -147,3 +260,8 @@ def detect(has_piece) -> list[Dialect]:
     """The dialects whose required markers are all pieces of a model (``has_piece(text)``
     tells whether the model has ``text`` as one piece)."""
     return [d for d in DIALECTS.values() if all(has_piece(d.pieces[m]) for m in d.required)]
+
+
+def reserved_pieces() -> frozenset[str]:
+    """Every marker piece of every dialect: reserved in content, whichever the model speaks."""
+    return frozenset(p for d in DIALECTS.values() for p in (*d.pieces.values(), *d.extra_reserved))

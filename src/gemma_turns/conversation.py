@@ -9,14 +9,29 @@ was expected; nothing is dropped silently.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from .chat_format import GEMMA3, Dialect, Marker
 from .errors import ConversationError
+from .options import EncodeOptions
+from .tool_syntax import ToolSyntaxError, call_items, declaration_items, response_items
 
-__all__ = ["Conversation", "Marker", "Turn", "check_text", "normalize_messages"]
+__all__ = [
+    "Conversation",
+    "Marker",
+    "ToolCall",
+    "ToolResult",
+    "Turn",
+    "check_text",
+    "from_record",
+    "normalize_messages",
+    "with_tools",
+]
+
+EarlierReasoning = Literal["refuse", "drop"]
 
 # Message keys whose data the Gemma format has no place for: refused, never dropped.
 UNSUPPORTED_KEYS = ("tool_calls", "function_call")
@@ -26,27 +41,117 @@ _MISSING = object()
 Part = str | Marker  # a text part, or a media marker (Marker.IMAGE for an image part)
 
 
+class ToolCall(NamedTuple):
+    """A model message's call, already in Gemma's tool syntax (text and quote markers)."""
+
+    name: str
+    arguments: Mapping
+    items: list
+    call_id: object = None  # the call's "id", which a tool message's tool_call_id names
+
+
+class ToolResult(NamedTuple):
+    """A tool message's result, in Gemma's tool syntax, and the media it returned."""
+
+    name: str
+    value: object
+    items: list
+    media: tuple[Marker, ...]
+    message_index: int
+
+
 class Turn(NamedTuple):
+    """One message as a turn. In dialects with tools, consecutive model messages (and the
+    tool results between them) form one turn: ``continues`` (no header) and ``closes``
+    (the closing marker follows) say how this message joins it."""
+
     role: str  # a role of the dialect: "user" or "model"
     parts: tuple[Part, ...]  # content as given: text is not yet trimmed
     message_index: int  # index of the message in the caller's list, for error messages
+    reasoning: str | None = None
+    calls: tuple[ToolCall, ...] = ()
+    results: tuple[ToolResult, ...] = ()
+    continues: bool = False
+    closes: bool = True
+    weight: int | None = None  # 0: never trained, 1: trained, None: as train_on says
 
 
 @dataclass(frozen=True, slots=True)
 class Conversation:
-    """A checked conversation; the formatter places ``system`` as the dialect says."""
+    """A checked conversation; the formatter places ``system`` (the text as rendered) as the
+    dialect says. ``tools`` are the declarations, in Gemma's tool syntax; ``thinking`` the
+    thinking switch; ``notes`` what was dropped by a documented rule (``dropped_reasoning``)."""
 
     system: str | None
     turns: tuple[Turn, ...]
     dialect: Dialect = GEMMA3
+    tools: tuple[list, ...] = ()
+    thinking: bool = False
+    system_spans: tuple = ()  # (part_index, offset, text) of the system text, for locating
+    notes: tuple[str, ...] = ()
 
     @property
     def last_role(self) -> str:
         return self.turns[-1].role
 
 
-def normalize_messages(messages: object, dialect: Dialect = GEMMA3) -> Conversation:
+def from_record(record: object, dialect: Dialect, options: EncodeOptions) -> Conversation:
+    """The checked conversation of a record: a list of messages, or the HF/TRL form
+    ``{"messages": [...], "tools": [...], "chat_template_kwargs": {"enable_thinking": ...}}``,
+    whose kwargs override the options' defaults."""
+    thinking, preserve, tools = options.enable_thinking, options.preserve_thinking, None
+    messages = record
+    if isinstance(record, Mapping) and "messages" in record:
+        messages, tools = record["messages"], record.get("tools")
+        kwargs = record.get("chat_template_kwargs") or {}
+        if not isinstance(kwargs, Mapping):
+            raise ConversationError(
+                "chat_template_kwargs must be an object", code="bad_record", field="chat_template_kwargs"
+            )
+        thinking = _flag(kwargs, "enable_thinking", thinking)
+        preserve = _flag(kwargs, "preserve_thinking", preserve)
+    return normalize_messages(
+        messages,
+        dialect,
+        tools=tools,
+        enable_thinking=thinking,
+        preserve_thinking=preserve,
+        earlier_reasoning=options.reasoning_policy,
+    )
+
+
+def with_tools(messages: object, tools: object) -> object:
+    """A record of ``messages`` and ``tools`` (``messages`` itself without tools)."""
+    return messages if tools is None else {"messages": messages, "tools": tools}
+
+
+def _flag(kwargs: Mapping, name: str, default: bool) -> bool:
+    value = kwargs.get(name, default)
+    if not isinstance(value, bool):
+        raise ConversationError(
+            f"chat_template_kwargs.{name} must be true or false, got {value!r}",
+            code="bad_record",
+            field=f"chat_template_kwargs.{name}",
+        )
+    return value
+
+
+def normalize_messages(
+    messages: object,
+    dialect: Dialect = GEMMA3,
+    *,
+    tools: object = None,
+    enable_thinking: bool = False,
+    preserve_thinking: bool = False,
+    earlier_reasoning: EarlierReasoning = "refuse",
+) -> Conversation:
     """Check ``messages`` (a list of ``{"role", "content"}`` mappings) and return a Conversation.
+
+    In a dialect with tools and thinking (Gemma 4), ``tools`` (OpenAI/HF function schemas),
+    ``enable_thinking``, ``preserve_thinking`` (keep the reasoning of earlier model messages
+    that call tools) and ``earlier_reasoning`` (what to do with reasoning the format has no
+    place for: ``refuse``, or ``drop`` it, noted in ``notes``) apply; elsewhere tools and
+    thinking are refused.
 
     >>> normalize_messages([{"role": "assistant", "content": "hi"}])
     Traceback (most recent call last):
@@ -68,6 +173,17 @@ def normalize_messages(messages: object, dialect: Dialect = GEMMA3) -> Conversat
             fix="Give at least one user message",
         )
 
+    if dialect.tools:
+        return _normalize_with_tools(
+            messages, dialect, tools, enable_thinking, preserve_thinking, earlier_reasoning
+        )
+    if tools or enable_thinking:
+        raise ConversationError(
+            f"the {dialect.name} chat format has no place for "
+            + ("tool declarations" if tools else "a thinking switch"),
+            code="bad_conversation",
+            fix="Use a Gemma 4 tokenizer, or drop the tools / thinking options",
+        )
     system = None
     start = 0
     first_role = _role_of(messages[0], 0)
@@ -117,10 +233,14 @@ def normalize_messages(messages: object, dialect: Dialect = GEMMA3) -> Conversat
                 fix="Merge consecutive messages of the same role, or insert the missing turn",
             )
         turns.append(Turn(role, _content_parts(message, index, given_role, dialect), index))
-    return Conversation(system, tuple(turns), dialect)
+    spans = () if system is None else ((None, 0, system),)
+    if system is not None and dialect.trim_system:
+        spans = ((None, len(system) - len(system.lstrip()), system.strip()),)
+        system = system.strip()
+    return Conversation(system, tuple(turns), dialect, system_spans=spans)
 
 
-def _role_of(message: object, index: int) -> str:
+def _role_of(message: object, index: int, supported: tuple[str, ...] = ()) -> str:
     if type(message) is not dict and not isinstance(message, Mapping):
         raise ConversationError(
             f"a message must be an object with 'role' and 'content', got {type(message).__name__}",
@@ -129,7 +249,7 @@ def _role_of(message: object, index: int) -> str:
         )
     role = message.get("role")
     for key in UNSUPPORTED_KEYS if len(message) > 2 else ():  # role and content alone: none
-        if message.get(key):
+        if message.get(key) and key not in supported:
             raise ConversationError(
                 f"the message has {key!r}, which the Gemma chat format has no place for and "
                 "would be lost",
@@ -230,3 +350,351 @@ def check_text(text: str, **location) -> None:
 def _short(value: object, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# -- dialects with tools and thinking (Gemma 4) ----------------------------------------------
+
+
+def _normalize_with_tools(messages, dialect, tools, thinking, preserve_thinking, earlier_reasoning):
+    """The Gemma 4 rules: a system turn of its own, no alternation, consecutive model
+    messages (and the tool results after their calls) joined into one turn, reasoning on
+    model messages after the last user message (and, with ``preserve_thinking``, on earlier
+    ones that call tools)."""
+    if earlier_reasoning not in ("refuse", "drop"):
+        raise ValueError(f"earlier_reasoning must be 'refuse' or 'drop', got {earlier_reasoning!r}")
+    supported = ("tool_calls",)
+    roles = [_role_of(message, index, supported) for index, message in enumerate(messages)]
+    system, spans, start = None, (), 0
+    if roles[0] in dialect.system_aliases:
+        system, spans = _system_of(messages[0], dialect)
+        start = 1
+    user, model = dialect.user_role, dialect.trained_role
+    last_user = max((k for k in range(start, len(roles)) if dialect.role_of(roles[k]) == user), default=-1)
+    declarations = _declarations(tools)
+    turns: list[Turn] = []
+    notes: list[str] = []
+    previous = None
+    index = start
+    while index < len(messages):
+        message, given = messages[index], roles[index]
+        if given == "tool":
+            raise ConversationError(
+                "a tool message must follow a model message whose tool_calls it answers",
+                code="orphan_tool_result",
+                message_index=index,
+                role="tool",
+                fix="Put it right after the assistant message with the matching tool_calls",
+            )
+        if given in dialect.system_aliases:
+            raise ConversationError(
+                f"a {given} message may only be the first message",
+                code="misplaced_system",
+                message_index=index,
+                role=given,
+                fix="Merge its text into the first system message, or send it as a user message",
+            )
+        role = dialect.role_of(given)
+        if role is None:
+            raise ConversationError(
+                f"unknown role {given!r}; expected one of {', '.join(dialect.aliases)}, tool, "
+                f"or {' / '.join(dialect.system_aliases)} as the first message",
+                code="unknown_role",
+                message_index=index,
+                role=given,
+            )
+        parts = _content_parts(message, index, given, dialect)
+        weight = _weight(message, index, given, role == model)
+        if role != model:
+            turns.append(Turn(role, parts, index, weight=weight))
+            previous, index = role, index + 1
+            continue
+        if any(isinstance(part, Marker) for part in parts):
+            raise ConversationError(
+                "a model message cannot hold media: the format has media markers in user turns "
+                "and tool results only",
+                code="bad_content",
+                message_index=index,
+                role=given,
+                fix="Move the media into a user message or a tool result",
+            )
+        calls = _tool_calls(message, index, given)
+        reasoning = _reasoning(message, index, given, dialect)
+        if reasoning is not None and not (index > last_user or (preserve_thinking and calls)):
+            if earlier_reasoning == "refuse":
+                raise ConversationError(
+                    "this model message comes before the last user message, and the format keeps "
+                    "reasoning only on model messages after it (the official template drops it)",
+                    code="earlier_reasoning",
+                    message_index=index,
+                    role=given,
+                    field="reasoning",
+                    fix="Remove the reasoning, pass earlier_reasoning='drop' (CLI: --earlier-reasoning drop), "
+                    "or preserve_thinking=True if the message calls tools",
+                )
+            reasoning = None
+            notes.append("dropped_reasoning")
+        after = index + 1
+        results = []
+        while calls and after < len(messages) and roles[after] == "tool":
+            results.append(_tool_result(messages[after], after, calls, len(results)))
+            after += 1
+        if calls and len(results) != len(calls) and (results or after < len(messages)):
+            raise ConversationError(
+                f"the message makes {len(calls)} tool calls but {len(results)} tool messages answer them",
+                code="tool_results_missing" if len(results) < len(calls) else "orphan_tool_result",
+                message_index=index,
+                role=given,
+                field="tool_calls",
+                fix="Give one role 'tool' message per call, right after this message",
+            )
+        following = next((roles[k] for k in range(after, len(roles))), None)
+        next_is_model = following is not None and dialect.role_of(following) == model
+        has_content = any(type(part) is str and part.strip() for part in parts)
+        if calls and not results:
+            closes = False  # ends with the hand-over to the tool: nothing may follow
+        elif next_is_model:
+            closes = False  # the next model message continues this turn
+        elif results and not has_content and following is None:
+            closes = False  # the model's answer to the results is still to come
+        else:
+            closes = True
+        turns.append(
+            Turn(model, parts, index, reasoning, tuple(calls), tuple(results), previous == model, closes, weight)
+        )
+        previous, index = model, after
+    if not turns and system is None and not declarations and not thinking:
+        raise ConversationError("the conversation has no messages", code="empty_conversation")
+    return Conversation(
+        system, tuple(turns), dialect, tuple(declarations), bool(thinking), spans, tuple(notes)
+    )
+
+
+def _system_of(message: Mapping, dialect: Dialect) -> tuple[str, tuple]:
+    """The system text as the Gemma 4 template writes it: a string trimmed; text parts each
+    trimmed and followed by a space. Non-text parts are refused (the template drops them)."""
+    given = message.get("role")
+    parts = _content_parts(message, 0, given, dialect)
+    if isinstance(message.get("content"), str):
+        text = parts[0]
+        return text.strip(), ((None, len(text) - len(text.lstrip()), text.strip()),)
+    spans = []
+    for k, part in enumerate(parts):
+        if isinstance(part, Marker):
+            raise ConversationError(
+                "a system message can hold text only; the official template drops other parts",
+                code="bad_content",
+                message_index=0,
+                role=given,
+                part_index=k,
+                fix="Move the media into a user message",
+            )
+        spans.append((k, len(part) - len(part.lstrip()), part.strip() + " "))
+    return "".join(text for _, _, text in spans), tuple(spans)
+
+
+def _weight(message: Mapping, index: int, given: str, trainable: bool) -> int | None:
+    """A message's ``weight`` (0 or 1, as axolotl writes it), or None without one."""
+    weight = message.get("weight") if len(message) > 2 else None
+    if weight is None:
+        return None
+    if weight not in (0, 1) or isinstance(weight, float) and not weight.is_integer():
+        raise ConversationError(
+            f"weight must be 0 (do not train) or 1 (train), got {weight!r}",
+            code="bad_message",
+            message_index=index,
+            role=given,
+            field="weight",
+        )
+    if weight == 1 and not trainable:
+        raise ConversationError(
+            "weight 1 on a message the model does not write: only model messages are trained",
+            code="bad_message",
+            message_index=index,
+            role=given,
+            field="weight",
+        )
+    return int(weight)
+
+
+def _reasoning(message: Mapping, index: int, given: str, dialect: Dialect) -> str | None:
+    """The reasoning text under any of the dialect's keys; differing texts are refused."""
+    found = {key: message[key] for key in dialect.reasoning_keys if message.get(key)}
+    for key, value in found.items():
+        if not isinstance(value, str):
+            raise ConversationError(
+                f"{key} must be a string, got {type(value).__name__}",
+                code="bad_message",
+                message_index=index,
+                role=given,
+                field=key,
+            )
+        check_text(value, message_index=index, role=given, field=key)
+    if len(set(found.values())) > 1:
+        raise ConversationError(
+            f"the message has different reasoning under {', '.join(found)}; which one is meant?",
+            code="bad_message",
+            message_index=index,
+            role=given,
+            field=next(iter(found)),
+            fix="Keep one reasoning key",
+        )
+    return next(iter(found.values()), None)
+
+
+def _tool_calls(message: Mapping, index: int, given: str) -> list[ToolCall]:
+    calls = message.get("tool_calls") if len(message) > 2 else None
+    if not calls:
+        return []
+    if isinstance(calls, (str, Mapping)) or not isinstance(calls, Sequence):
+        raise ConversationError(
+            "tool_calls must be a list of calls",
+            code="bad_tool_call",
+            message_index=index,
+            role=given,
+            field="tool_calls",
+        )
+    out = []
+    for k, call in enumerate(calls):
+        field = f"tool_calls[{k}]"
+        function = call.get("function", call) if isinstance(call, Mapping) else None
+        if not isinstance(function, Mapping):
+            raise ConversationError(
+                'a tool call must be {"type": "function", "function": {"name": ..., "arguments": {...}}}',
+                code="bad_tool_call",
+                message_index=index,
+                role=given,
+                field=field,
+            )
+        arguments = function.get("arguments")
+        if isinstance(arguments, str):  # OpenAI's wire format: a JSON text
+            try:
+                arguments = json.loads(arguments) if arguments.strip() else {}
+            except (ValueError, RecursionError) as error:
+                raise ConversationError(
+                    f"the arguments are a string that is not JSON ({error})",
+                    code="bad_tool_call",
+                    message_index=index,
+                    role=given,
+                    field=f"{field}.function.arguments",
+                    fix="Give the arguments as a JSON object",
+                ) from None
+        if arguments is None:
+            arguments = {}
+        if not isinstance(arguments, Mapping):
+            raise ConversationError(
+                f"the arguments must be a JSON object, got {type(arguments).__name__}",
+                code="bad_tool_call",
+                message_index=index,
+                role=given,
+                field=f"{field}.function.arguments",
+            )
+        name = function.get("name")
+        try:
+            items = call_items(name, arguments)
+        except ToolSyntaxError as error:
+            raise _syntax_error(error, index, given, f"{field}.function", "bad_tool_call") from None
+        _check_items(items, index, given, field)
+        out.append(ToolCall(name, arguments, items, call.get("id")))
+    return out
+
+
+def _tool_result(message: Mapping, index: int, calls: list[ToolCall], position: int) -> ToolResult:
+    """A ``role: "tool"`` message: its call's name (by ``tool_call_id``, else its ``name``,
+    else the only call's), its value, and the media it returned."""
+    call_id = message.get("tool_call_id")
+    name = None
+    if call_id is not None:
+        name = next((c.name for c in calls if c.call_id == call_id), None)
+    name = name or message.get("name")
+    if not name and len(calls) == 1:
+        name = calls[0].name
+    if not isinstance(name, str) or not name:
+        raise ConversationError(
+            "the tool message names no tool: no tool_call_id that matches a call's id, and no name",
+            code="unresolved_tool",
+            message_index=index,
+            role="tool",
+            fix="Give it the tool_call_id of its call, or a name",
+        )
+    content = message.get("content")
+    media: list[Marker] = []
+    value = content
+    if isinstance(content, Sequence) and not isinstance(content, (str, bytes, bytearray)):
+        texts = []
+        for k, part in enumerate(content):
+            kind = part.get("type") if isinstance(part, Mapping) else None
+            if kind == "text" and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            elif kind in TOOL_MEDIA:
+                media.append(TOOL_MEDIA[kind])
+            else:
+                raise ConversationError(
+                    "a tool result given as a list must be content parts ({'type': 'text', 'text': ...} "
+                    f"or media), got {_short(part)}",
+                    code="bad_content",
+                    message_index=index,
+                    role="tool",
+                    part_index=k,
+                    fix='Give a JSON value as a string, or as an object such as {"value": [...]}',
+                )
+        value = "".join(texts)
+    if isinstance(value, str):
+        check_text(value, message_index=index, role="tool")
+    try:
+        items = response_items(name, value)
+    except ToolSyntaxError as error:
+        raise _syntax_error(error, index, "tool", "content", "bad_tool_result") from None
+    _check_items(items, index, "tool", "content")
+    return ToolResult(name, value, items, tuple(media), index)
+
+
+TOOL_MEDIA = {
+    "image": Marker.IMAGE,
+    "image_url": Marker.IMAGE,
+    "audio": Marker.AUDIO,
+    "input_audio": Marker.AUDIO,
+    "video": Marker.VIDEO,
+}
+
+
+def _declarations(tools: object) -> list[list]:
+    if not tools:
+        return []
+    if isinstance(tools, (str, Mapping)) or not isinstance(tools, Sequence):
+        raise ConversationError("tools must be a list of function schemas", code="bad_tools", field="tools")
+    out = []
+    for k, tool in enumerate(tools):
+        function = tool.get("function", tool) if isinstance(tool, Mapping) else None
+        if not isinstance(function, Mapping):
+            raise ConversationError(
+                'a tool must be {"type": "function", "function": {"name": ..., "parameters": {...}}}',
+                code="bad_tools",
+                field=f"tools[{k}]",
+            )
+        try:
+            items = declaration_items(function)
+        except ToolSyntaxError as error:
+            raise ConversationError(
+                str(error),
+                code="bad_tools",
+                field=f"tools[{k}]" + (f".{error.path}" if error.path else ""),
+            ) from None
+        _check_items(items, None, None, f"tools[{k}]")
+        out.append(items)
+    return out
+
+
+def _check_items(items: list, index, role, field: str) -> None:
+    for text in items:
+        if type(text) is str and not text.isascii():
+            check_text(text, message_index=index, role=role, field=field)
+
+
+def _syntax_error(error: ToolSyntaxError, index: int, role: str, field: str, code: str) -> ConversationError:
+    return ConversationError(
+        str(error),
+        code=code,
+        message_index=index,
+        role=role,
+        field=f"{field}.{error.path}" if error.path else field,
+    )

@@ -31,9 +31,10 @@ import sentencepiece as spm
 
 from . import chat_format
 from .chat_format import Dialect, Marker
-from .conversation import check_text, normalize_messages
+from .conversation import check_text, from_record, with_tools
 from .errors import ConversationError, ReservedTokenError, TokenizerError
-from .formatter import TrainOn, content_stretches, render_runs, runs_text
+from .formatter import TrainOn, content_stretches, format_chat, render_runs, wants_generation_prompt
+from .options import EncodeOptions, options_of
 from .reserved import POLICIES, ReservedPolicy, ReservedText
 from .specials import SpecialTokens, find_dialect, find_reserved_pieces
 
@@ -62,6 +63,7 @@ class Encoding:
 
     ids: np.ndarray
     loss_mask: np.ndarray
+    notes: tuple[str, ...] = ()  # what a documented rule dropped: "dropped_reasoning", ...
 
     def __post_init__(self):
         if self.ids.shape != self.loss_mask.shape or self.ids.ndim != 1:
@@ -150,38 +152,40 @@ class GemmaTokenizer:
             f"vocab_size={self.vocab_size}, {self.specials})"
         )
 
-    def format_chat(self, messages: object, *, add_generation_prompt: bool | None = None) -> str:
-        """The turn text of ``messages`` in this model's dialect (no BOS: it is a token)."""
-        conversation = normalize_messages(messages, self.dialect)
-        if add_generation_prompt is None:
-            add_generation_prompt = conversation.last_role == self.dialect.user_role
-        runs = render_runs(conversation, add_generation_prompt=add_generation_prompt)
-        return runs_text(runs, self.dialect)
+    def format_chat(
+        self, messages: object, *, tools: object = None, options: EncodeOptions | None = None, **keywords
+    ) -> str:
+        """The turn text of ``messages`` in this model's dialect (no BOS: it is a token).
+
+        Options as for :meth:`encode_chat` (``mode`` defaults to inference here); markers
+        are spelled as their pieces, so the text shows exactly what the ids encode.
+        """
+        return format_chat(messages, dialect=self.dialect, tools=tools, options=options, **keywords)
 
     # -- chat ---------------------------------------------------------------------------
 
     def encode_chat(
-        self,
-        messages: object,
-        *,
-        mode: ChatMode,
-        add_generation_prompt: bool | None = None,
-        train_on: TrainOn = "all",
-        train_newline: bool = False,
-        reserved: ReservedPolicy = "refuse",
+        self, messages: object, *, tools: object = None, options: EncodeOptions | None = None, **keywords
     ) -> Encoding:
         """Encode one conversation: BOS, then its turns, ids and loss mask together.
 
-        ``mode="inference"``: ends with the generation prompt ``<start_of_turn>model\\n`` when
-        ``add_generation_prompt`` is True (the default when the last message is from the user).
-        ``mode="training"``: the conversation must end with a model turn and have something
+        ``messages``: a list of ``{"role", "content"}`` messages, or a record
+        ``{"messages": [...], "tools": [...], "chat_template_kwargs": {...}}`` (HF/TRL).
+        ``tools``: function schemas (Gemma 4), for a list of messages. Options, as keywords
+        or one :class:`~gemma_turns.options.EncodeOptions`:
+
+        ``mode="inference"``: ends with the generation prompt when ``add_generation_prompt``
+        is True (the default unless the conversation ends with the model's message).
+        ``mode="training"``: the conversation must end with a model message and have something
         to learn; ``train_on="last"`` trains only the last model turn, ``train_newline`` also
-        trains the ``\\n`` after each trained ``<end_of_turn>``.
+        trains the ``\\n`` after each trained closing marker.
         ``reserved``: what to do with content that spells a reserved token (see reserved.py).
+        Gemma 4: ``enable_thinking``, ``preserve_thinking``, ``checkpoint``,
+        ``earlier_reasoning`` (see EncodeOptions).
         """
-        planner = self._chat_planner(mode, add_generation_prompt, train_on, train_newline, reserved)
+        planner = self._chat_planner(options_of(options, keywords))
         texts: list[str] = []
-        plan = planner(messages, texts)
+        plan = planner(with_tools(messages, tools), texts)
         (result,) = self._build([plan], self._encode_texts(texts))
         return result
 
@@ -189,63 +193,37 @@ class GemmaTokenizer:
         self,
         conversations: Sequence[object],
         *,
-        mode: ChatMode,
-        add_generation_prompt: bool | None = None,
-        train_on: TrainOn = "all",
-        train_newline: bool = False,
-        reserved: ReservedPolicy = "refuse",
+        options: EncodeOptions | None = None,
         num_threads: int | None = None,
+        **keywords,
     ) -> list[Encoding]:
-        """Encode many conversations, ``num_threads`` (default: all cores) encoding at once.
+        """Encode many conversations (lists of messages, or records), ``num_threads``
+        (default: all cores) encoding at once. Options as for :meth:`encode_chat`.
 
         Raises the first ConversationError, with ``record`` set to the conversation's index;
         use :meth:`try_encode_chat_batch` to get every error instead.
         """
-        return self._encode_chats(
-            conversations,
-            mode=mode,
-            add_generation_prompt=add_generation_prompt,
-            train_on=train_on,
-            train_newline=train_newline,
-            reserved=reserved,
-            num_threads=num_threads,
-            collect_errors=False,
-        )
+        return self._encode_chats(conversations, options_of(options, keywords), num_threads, collect_errors=False)
 
     def try_encode_chat_batch(
         self,
         conversations: Sequence[object],
         *,
-        mode: ChatMode,
-        add_generation_prompt: bool | None = None,
-        train_on: TrainOn = "all",
-        train_newline: bool = False,
-        reserved: ReservedPolicy = "refuse",
+        options: EncodeOptions | None = None,
         num_threads: int | None = None,
+        **keywords,
     ) -> list[Encoding | ConversationError]:
         """Like :meth:`encode_chat_batch`, but a conversation that cannot be encoded gives its
         ConversationError (``record`` set to its index) in its place, so nothing is lost."""
-        return self._encode_chats(
-            conversations,
-            mode=mode,
-            add_generation_prompt=add_generation_prompt,
-            train_on=train_on,
-            train_newline=train_newline,
-            reserved=reserved,
-            num_threads=num_threads,
-            collect_errors=True,
-        )
+        return self._encode_chats(conversations, options_of(options, keywords), num_threads, collect_errors=True)
 
     def try_encode_chat_batches(
         self,
         batches: Iterable[Sequence[object]],
         *,
-        mode: ChatMode,
-        add_generation_prompt: bool | None = None,
-        train_on: TrainOn = "all",
-        train_newline: bool = False,
-        reserved: ReservedPolicy = "refuse",
+        options: EncodeOptions | None = None,
         num_threads: int | None = None,
+        **keywords,
     ) -> Iterator[list[Encoding | ConversationError]]:
         """:meth:`try_encode_chat_batch` over a stream of batches: each batch's results, in order.
 
@@ -254,7 +232,7 @@ class GemmaTokenizer:
         assembled and handed to you, so Python work overlaps with the encode. ``record`` of
         an error is its index in its batch.
         """
-        plan = self._chat_planner(mode, add_generation_prompt, train_on, train_newline, reserved)
+        plan = self._chat_planner(options_of(options, keywords))
         planned = self._plan_batches(((0, batch) for batch in batches), plan, collect_errors=True)
         return self._pipeline(planned, num_threads)
 
@@ -334,33 +312,17 @@ class GemmaTokenizer:
     # SentencePiece call in a worker thread; build ids and masks for the chunk with a few
     # numpy calls. Chunks are pipelined: encodes run beside the planning and building.
 
-    def _encode_chats(
-        self,
-        conversations,
-        *,
-        mode,
-        add_generation_prompt,
-        train_on,
-        train_newline,
-        reserved,
-        num_threads,
-        collect_errors,
-    ):
-        plan = self._chat_planner(mode, add_generation_prompt, train_on, train_newline, reserved)
+    def _encode_chats(self, conversations, options, num_threads, *, collect_errors):
+        plan = self._chat_planner(options)
         planned = self._plan_batches(_chunks(conversations), plan, collect_errors=collect_errors)
         return [result for chunk in self._pipeline(planned, num_threads) for result in chunk]
 
-    def _chat_planner(self, mode, add_generation_prompt, train_on, train_newline, reserved):
-        """``plan(messages, texts)`` with these options, checked once."""
-        _check_options(mode, train_on, reserved, add_generation_prompt)
-        return partial(
-            self._plan_chat,
-            mode=mode,
-            add_generation_prompt=add_generation_prompt,
-            train_on=train_on,
-            train_newline=train_newline,
-            reserved=reserved,
-        )
+    def _chat_planner(self, options: EncodeOptions):
+        """``plan(record, texts)`` with these options, checked once."""
+        if options.mode not in ("training", "inference"):
+            raise ValueError(f"mode must be 'training' or 'inference', got {options.mode!r}")
+        checkpoint = self.dialect.checkpoint(options.checkpoint)
+        return partial(self._plan_chat, options=options, checkpoint=checkpoint)
 
     def _encode_pts(self, texts, add_eos, reserved, num_threads, *, collect_errors):
         _check_reserved(reserved)
@@ -427,23 +389,21 @@ class GemmaTokenizer:
             plan.add(self._eos_index, 1)
         return plan
 
-    def _plan_chat(
-        self, messages, texts, *, mode, add_generation_prompt, train_on, train_newline, reserved
-    ) -> _Plan:
-        conversation = normalize_messages(messages, self.dialect)
-        last = conversation.turns[-1]
-        if add_generation_prompt is None:
-            add_generation_prompt = mode == "inference" and last.role == self.dialect.user_role
-        if mode == "training":
-            _check_something_to_learn(conversation, train_on)
+    def _plan_chat(self, record, texts, *, options: EncodeOptions, checkpoint) -> _Plan:
+        conversation = from_record(record, self.dialect, options)
+        training = options.mode == "training"
+        if training:
+            _check_something_to_learn(conversation, options.train_on)
         runs = render_runs(
             conversation,
-            add_generation_prompt=add_generation_prompt,
-            train_on=train_on if mode == "training" else "all",
-            train_newline=train_newline,
+            add_generation_prompt=wants_generation_prompt(conversation, options),
+            train_on=options.train_on if training else "all",
+            train_newline=options.train_newline,
+            checkpoint=checkpoint,
         )
+        reserved = options.reserved
         locate = _locate_in_conversation(conversation, self.reserved)
-        plan = _Plan()
+        plan = _Plan(conversation.notes)
         plan.add(self._bos_index, 0)
         # The hot loop: markers and constant text are placed inline.
         pieces, bits = plan.pieces, plan.bits
@@ -518,7 +478,7 @@ class GemmaTokenizer:
             if isinstance(plan, _Plan):
                 end = next(ends_iter)
                 # Copies, so that keeping one encoding does not keep its whole batch alive.
-                results.append(Encoding(ids[start:end].copy(), mask[start:end].copy()))
+                results.append(Encoding(ids[start:end].copy(), mask[start:end].copy(), plan.notes))
                 start = end
             else:
                 results.append(plan)
@@ -539,11 +499,12 @@ class _Plan:
     id arrays (the tokenizer's constants, then the batch's encoded texts); ``bits`` holds each
     piece's mask bit."""
 
-    __slots__ = ("pieces", "bits")
+    __slots__ = ("pieces", "bits", "notes")
 
-    def __init__(self):
+    def __init__(self, notes: tuple[str, ...] = ()):
         self.pieces: list[int] = []
         self.bits: list[int] = []
+        self.notes = notes
 
     def add(self, piece: int, bit: int) -> None:
         self.pieces.append(piece)
@@ -558,7 +519,7 @@ def _locate_in_conversation(conversation, finder: ReservedText):
     """
 
     def locate() -> dict:
-        for message_index, role, spans in content_stretches(conversation):
+        for message_index, role, field, spans in content_stretches(conversation):
             found = finder.find("".join(text for _, _, text in spans))
             if not found:
                 continue
@@ -568,8 +529,9 @@ def _locate_in_conversation(conversation, finder: ReservedText):
                     return {
                         "message_index": message_index,
                         "role": role,
+                        "field": field,
                         "part_index": part_index,
-                        "char_offset": start + offset,
+                        "char_offset": None if start is None else start + offset,
                     }
                 offset -= len(text)
         return {}
@@ -583,25 +545,32 @@ def _locate_in_text(text: str, finder: ReservedText):
 
 
 def _check_something_to_learn(conversation, train_on: TrainOn) -> None:
-    """A training conversation must end with the model's answer, and teach something."""
-    last = conversation.turns[-1]
+    """A training conversation must end with the model's message, and teach something."""
     model = conversation.dialect.trained_role
-    if last.role != model:
+    last = conversation.turns[-1] if conversation.turns else None
+    if last is None or last.role != model or (last.results and not last.closes):
         raise ConversationError(
-            f"a training conversation must end with a {model} turn, the answer to learn",
+            f"a training conversation must end with a {model} message, the answer to learn",
             code="nothing_to_learn",
-            message_index=last.message_index,
-            role=last.role,
+            message_index=None if last is None else last.message_index,
+            role=None if last is None else (last.role if not last.results else "tool"),
             fix="Add the model's answer, or encode it with mode='inference'",
         )
-    trained = [turn for turn in conversation.turns if turn.role == model]
+    turns = [turn for turn in conversation.turns if turn.role == model]
     if train_on == "last":
-        trained = trained[-1:]
-    if not any(isinstance(part, Marker) or part.strip() for turn in trained for part in turn.parts):
+        start = max(k for k, turn in enumerate(turns) if not turn.continues)
+        turns = turns[start:]
+    trained = [turn for turn in turns if turn.weight != 0] if any(t.weight is not None for t in turns) else turns
+    if not any(
+        turn.reasoning is not None
+        or turn.calls
+        or any(isinstance(part, Marker) or part.strip() for part in turn.parts)
+        for turn in trained
+    ):
         raise ConversationError(
             "nothing to learn: the trained model turns have no content",
             code="nothing_to_learn",
-            message_index=trained[-1].message_index,
+            message_index=last.message_index,
             role=model,
             fix="Give the model turn its answer, or drop the conversation",
         )
@@ -610,16 +579,3 @@ def _check_something_to_learn(conversation, train_on: TrainOn) -> None:
 def _check_reserved(reserved) -> None:
     if reserved not in POLICIES:
         raise ValueError(f"reserved must be one of {', '.join(POLICIES)}, got {reserved!r}")
-
-
-def _check_options(mode, train_on, reserved, add_generation_prompt) -> None:
-    if mode not in ("training", "inference"):
-        raise ValueError(f"mode must be 'training' or 'inference', got {mode!r}")
-    if train_on not in ("all", "last"):
-        raise ValueError(f"train_on must be 'all' or 'last', got {train_on!r}")
-    _check_reserved(reserved)
-    if mode == "training" and add_generation_prompt:
-        raise ValueError(
-            "mode='training' ends with the model's answer, so add_generation_prompt=True "
-            "does not apply; use mode='inference' for a prompt"
-        )

@@ -54,6 +54,7 @@ class Location:
     role: str | None = None
     part_index: int | None = None
     char_offset: int | None = None
+    field: str | None = None  # where in a message beyond its content: "reasoning", "tool_calls[0]..."
 
     def describe(self) -> str:
         bits = []
@@ -62,6 +63,8 @@ class Location:
         if self.message_index is not None:
             role = f" ({self.role})" if self.role is not None else ""
             bits.append(f"message {self.message_index}{role}")
+        if self.field is not None:
+            bits.append(self.field)
         if self.part_index is not None:
             bits.append(f"part {self.part_index}")
         if self.char_offset is not None:
@@ -87,11 +90,12 @@ class ConversationError(GemmaTurnsError, ValueError):
         char_offset: int | None = None,
         record: int | None = None,
         fix: str | None = None,
+        field: str | None = None,
     ):
         self.reason = reason
         self.code = code
         self.fix = fix
-        self.location = Location(record, message_index, role, part_index, char_offset)
+        self.location = Location(record, message_index, role, part_index, char_offset, field)
         super().__init__(self._render())
 
     # Location fields, readable directly on the error.
@@ -100,6 +104,7 @@ class ConversationError(GemmaTurnsError, ValueError):
     role = property(lambda self: self.location.role)
     part_index = property(lambda self: self.location.part_index)
     char_offset = property(lambda self: self.location.char_offset)
+    field = property(lambda self: self.location.field)
 
     def _render(self) -> str:
         where = self.location.describe()
@@ -115,7 +120,7 @@ class ConversationError(GemmaTurnsError, ValueError):
     def to_dict(self) -> dict:
         """A JSON-ready description: code, reason, fix and every known location field."""
         out = {"code": self.code, "reason": self.reason}
-        for name in ("record", "message_index", "role", "part_index", "char_offset"):
+        for name in ("record", "message_index", "role", "field", "part_index", "char_offset"):
             value = getattr(self.location, name)
             if value is not None:
                 out[name] = value

@@ -183,8 +183,7 @@ def normalized_messages(messages: object, dialect: Dialect = GEMMA3) -> list[dic
     conversation = normalize_messages(messages, dialect)
     out = []
     if conversation.system is not None and dialect.system == "own_turn":
-        system = conversation.system.strip() if dialect.trim_system else conversation.system
-        out.append({"role": dialect.system_role, "content": system})
+        out.append({"role": dialect.system_role, "content": conversation.system})
     for k, turn in enumerate(conversation.turns):
         parts: list[str | Marker] = []
         pending = ""

@@ -135,7 +135,7 @@ def find_reserved_pieces(processor, pieces: list[str]) -> dict[str, int]:
     ``pieces`` is the model's whole vocabulary, by id. A reserved piece that SentencePiece
     never matches in text (a CONTROL piece) cannot be forged and is left out.
     """
-    names = RESERVED_NAMES | {p for d in chat_format.DIALECTS.values() for p in d.pieces.values()}
+    names = RESERVED_NAMES | chat_format.reserved_pieces()
     candidates = {
         piece: token_id
         for token_id, piece in enumerate(pieces)

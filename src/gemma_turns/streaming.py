@@ -12,40 +12,13 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal
 
 from .encoder import Encoding, GemmaTokenizer
 from .errors import ConversationError
 from .jsonl import Line, batched, messages_of, text_of
+from .options import EncodeOptions
 
 __all__ = ["EncodeOptions", "Outcome", "Tally", "encode_lines"]
-
-Mode = Literal["training", "inference", "pt"]
-
-
-@dataclass(frozen=True, kw_only=True)
-class EncodeOptions:
-    """How records are encoded; the fields mirror GemmaTokenizer's keywords."""
-
-    mode: Mode
-    add_generation_prompt: bool | None = None
-    train_on: Literal["all", "last"] = "all"
-    train_newline: bool = False
-    reserved: Literal["refuse", "escape", "allow"] = "refuse"
-    add_eos: bool = True  # pt only
-
-    def __post_init__(self):
-        for name, allowed in (
-            ("mode", ("training", "inference", "pt")),
-            ("train_on", ("all", "last")),
-            ("reserved", ("refuse", "escape", "allow")),
-        ):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-
-    def as_dict(self) -> dict:
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
-
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
@@ -131,7 +104,10 @@ def _prepare(line: Line, mode: str) -> object:
     if line.error is not None:
         return Outcome(line.number, error=line.error)
     try:
-        return text_of(line.value) if mode == "pt" else messages_of(line.value)
+        if mode == "pt":
+            return text_of(line.value)
+        messages = messages_of(line.value)
+        return line.value if isinstance(line.value, dict) else messages  # with tools and kwargs
     except ConversationError as error:
         return Outcome(line.number, error=error.with_record(line.number))
 
@@ -141,12 +117,4 @@ def _encode_batches(tokenizer: GemmaTokenizer, batches, options: EncodeOptions, 
         return tokenizer.try_encode_pt_batches(
             batches, add_eos=options.add_eos, reserved=options.reserved, num_threads=num_threads
         )
-    return tokenizer.try_encode_chat_batches(
-        batches,
-        mode=options.mode,
-        add_generation_prompt=options.add_generation_prompt,
-        train_on=options.train_on,
-        train_newline=options.train_newline,
-        reserved=options.reserved,
-        num_threads=num_threads,
-    )
+    return tokenizer.try_encode_chat_batches(batches, options=options, num_threads=num_threads)
