@@ -34,7 +34,7 @@ __all__ = [
 EarlierReasoning = Literal["refuse", "drop"]
 
 # Message keys whose data the Gemma format has no place for: refused, never dropped.
-UNSUPPORTED_KEYS = ("tool_calls", "function_call")
+UNSUPPORTED_KEYS = ("tool_calls", "function_call", "tool_responses")
 _MISSING = object()
 
 
@@ -117,6 +117,7 @@ def from_record(record: object, dialect: Dialect, options: EncodeOptions) -> Con
         enable_thinking=thinking,
         preserve_thinking=preserve,
         earlier_reasoning=options.reasoning_policy,
+        strip_thoughts=options.reserved == "allow",
     )
 
 
@@ -144,14 +145,17 @@ def normalize_messages(
     enable_thinking: bool = False,
     preserve_thinking: bool = False,
     earlier_reasoning: EarlierReasoning = "refuse",
+    strip_thoughts: bool = False,
 ) -> Conversation:
     """Check ``messages`` (a list of ``{"role", "content"}`` mappings) and return a Conversation.
 
     In a dialect with tools and thinking (Gemma 4), ``tools`` (OpenAI/HF function schemas),
     ``enable_thinking``, ``preserve_thinking`` (keep the reasoning of earlier model messages
     that call tools) and ``earlier_reasoning`` (what to do with reasoning the format has no
-    place for: ``refuse``, or ``drop`` it, noted in ``notes``) apply; elsewhere tools and
-    thinking are refused.
+    place for: ``refuse``, or ``drop`` it, noted in ``notes``) apply; ``strip_thoughts``
+    removes thought channels spelled in a model message's text, as the official template does
+    (for ``reserved="allow"``: the official pipeline's ids); elsewhere tools and thinking are
+    refused.
 
     >>> normalize_messages([{"role": "assistant", "content": "hi"}])
     Traceback (most recent call last):
@@ -175,7 +179,7 @@ def normalize_messages(
 
     if dialect.tools:
         return _normalize_with_tools(
-            messages, dialect, tools, enable_thinking, preserve_thinking, earlier_reasoning
+            messages, dialect, tools, enable_thinking, preserve_thinking, earlier_reasoning, strip_thoughts
         )
     if tools or enable_thinking:
         raise ConversationError(
@@ -355,14 +359,14 @@ def _short(value: object, limit: int = 60) -> str:
 # -- dialects with tools and thinking (Gemma 4) ----------------------------------------------
 
 
-def _normalize_with_tools(messages, dialect, tools, thinking, preserve_thinking, earlier_reasoning):
+def _normalize_with_tools(messages, dialect, tools, thinking, preserve_thinking, earlier_reasoning, strip_thoughts):
     """The Gemma 4 rules: a system turn of its own, no alternation, consecutive model
     messages (and the tool results after their calls) joined into one turn, reasoning on
     model messages after the last user message (and, with ``preserve_thinking``, on earlier
     ones that call tools)."""
     if earlier_reasoning not in ("refuse", "drop"):
         raise ValueError(f"earlier_reasoning must be 'refuse' or 'drop', got {earlier_reasoning!r}")
-    supported = ("tool_calls",)
+    supported = ("tool_calls", "tool_responses")
     roles = [_role_of(message, index, supported) for index, message in enumerate(messages)]
     system, spans, start = None, (), 0
     if roles[0] in dialect.system_aliases:
@@ -402,7 +406,12 @@ def _normalize_with_tools(messages, dialect, tools, thinking, preserve_thinking,
                 message_index=index,
                 role=given,
             )
-        parts = _content_parts(message, index, given, dialect)
+        if role == model and message.get("content") is None:
+            parts = ()  # a model message of calls or reasoning alone
+        else:
+            parts = _content_parts(message, index, given, dialect)
+        if role == model and strip_thoughts:
+            parts = tuple(_strip_thoughts(p, dialect) if type(p) is str else p for p in parts)
         weight = _weight(message, index, given, role == model)
         if role != model:
             turns.append(Turn(role, parts, index, weight=weight))
@@ -434,10 +443,11 @@ def _normalize_with_tools(messages, dialect, tools, thinking, preserve_thinking,
             reasoning = None
             notes.append("dropped_reasoning")
         after = index + 1
-        results = []
-        while calls and after < len(messages) and roles[after] == "tool":
-            results.append(_tool_result(messages[after], after, calls, len(results)))
-            after += 1
+        results = _embedded_results(message, index, given, calls)
+        if calls and not results:
+            while after < len(messages) and roles[after] == "tool":
+                results.append(_tool_result(messages[after], after, calls))
+                after += 1
         if calls and len(results) != len(calls) and (results or after < len(messages)):
             raise ConversationError(
                 f"the message makes {len(calls)} tool calls but {len(results)} tool messages answer them",
@@ -448,7 +458,9 @@ def _normalize_with_tools(messages, dialect, tools, thinking, preserve_thinking,
                 fix="Give one role 'tool' message per call, right after this message",
             )
         following = next((roles[k] for k in range(after, len(roles))), None)
-        next_is_model = following is not None and dialect.role_of(following) == model
+        # Only "assistant" messages join (as in the official template): a "model" message
+        # is a turn of its own.
+        next_is_model = given == "assistant" and following == "assistant"
         has_content = any(type(part) is str and part.strip() for part in parts)
         if calls and not results:
             closes = False  # ends with the hand-over to the tool: nothing may follow
@@ -458,15 +470,24 @@ def _normalize_with_tools(messages, dialect, tools, thinking, preserve_thinking,
             closes = False  # the model's answer to the results is still to come
         else:
             closes = True
+        continues = previous == "assistant" and given == "assistant"
         turns.append(
-            Turn(model, parts, index, reasoning, tuple(calls), tuple(results), previous == model, closes, weight)
+            Turn(model, parts, index, reasoning, tuple(calls), tuple(results), continues, closes, weight)
         )
-        previous, index = model, after
+        previous, index = given, after
     if not turns and system is None and not declarations and not thinking:
         raise ConversationError("the conversation has no messages", code="empty_conversation")
     return Conversation(
         system, tuple(turns), dialect, tuple(declarations), bool(thinking), spans, tuple(notes)
     )
+
+
+def _strip_thoughts(text: str, dialect: Dialect) -> str:
+    """The template's ``strip_thinking``: text with every thought channel spelled in it cut."""
+    opening, closing = dialect.pieces[Marker.CHANNEL_OPEN], dialect.pieces[Marker.CHANNEL_CLOSE]
+    if opening not in text and closing not in text:
+        return text
+    return "".join(piece.split(opening)[0] for piece in text.split(closing)).strip()
 
 
 def _system_of(message: Mapping, dialect: Dialect) -> tuple[str, tuple]:
@@ -494,7 +515,7 @@ def _system_of(message: Mapping, dialect: Dialect) -> tuple[str, tuple]:
 
 def _weight(message: Mapping, index: int, given: str, trainable: bool) -> int | None:
     """A message's ``weight`` (0 or 1, as axolotl writes it), or None without one."""
-    weight = message.get("weight") if len(message) > 2 else None
+    weight = message.get("weight")
     if weight is None:
         return None
     if weight not in (0, 1) or isinstance(weight, float) and not weight.is_integer():
@@ -517,8 +538,9 @@ def _weight(message: Mapping, index: int, given: str, trainable: bool) -> int | 
 
 
 def _reasoning(message: Mapping, index: int, given: str, dialect: Dialect) -> str | None:
-    """The reasoning text under any of the dialect's keys; differing texts are refused."""
-    found = {key: message[key] for key in dialect.reasoning_keys if message.get(key)}
+    """The reasoning text under any of the dialect's keys (None when empty); keys that hold
+    different values are refused (HF and the template would each pick another)."""
+    found = {key: message[key] for key in dialect.reasoning_keys if message.get(key) is not None}
     for key, value in found.items():
         if not isinstance(value, str):
             raise ConversationError(
@@ -538,11 +560,11 @@ def _reasoning(message: Mapping, index: int, given: str, dialect: Dialect) -> st
             field=next(iter(found)),
             fix="Keep one reasoning key",
         )
-    return next(iter(found.values()), None)
+    return next(iter(found.values()), None) or None
 
 
 def _tool_calls(message: Mapping, index: int, given: str) -> list[ToolCall]:
-    calls = message.get("tool_calls") if len(message) > 2 else None
+    calls = message.get("tool_calls")
     if not calls:
         return []
     if isinstance(calls, (str, Mapping)) or not isinstance(calls, Sequence):
@@ -598,7 +620,53 @@ def _tool_calls(message: Mapping, index: int, given: str) -> list[ToolCall]:
     return out
 
 
-def _tool_result(message: Mapping, index: int, calls: list[ToolCall], position: int) -> ToolResult:
+def _embedded_results(message: Mapping, index: int, given: str, calls: list) -> list[ToolResult]:
+    """Results written on the model message itself (``tool_responses``: Gemma's own form)."""
+    embedded = message.get("tool_responses")
+    if not embedded:
+        return []
+    if not calls:
+        raise ConversationError(
+            "tool_responses without tool_calls: there is no call for them to answer",
+            code="orphan_tool_result",
+            message_index=index,
+            role=given,
+            field="tool_responses",
+        )
+    if isinstance(embedded, (str, Mapping)) or not isinstance(embedded, Sequence):
+        raise ConversationError(
+            "tool_responses must be a list of {'name': ..., 'response': ...}",
+            code="bad_tool_result",
+            message_index=index,
+            role=given,
+            field="tool_responses",
+        )
+    out = []
+    for k, response in enumerate(embedded):
+        if not isinstance(response, Mapping) or not response.get("name"):
+            raise ConversationError(
+                "each tool response must name its tool: {'name': ..., 'response': ...}",
+                code="unresolved_tool",
+                message_index=index,
+                role=given,
+                field=f"tool_responses[{k}]",
+            )
+        out.append(_result(response["name"], response.get("response"), (), index, given, f"tool_responses[{k}]"))
+    return out
+
+
+def _result(name, value, media, index, role, field) -> ToolResult:
+    if isinstance(value, str):
+        check_text(value, message_index=index, role=role, field=field)
+    try:
+        items = response_items(name, value)
+    except ToolSyntaxError as error:
+        raise _syntax_error(error, index, role, field, "bad_tool_result") from None
+    _check_items(items, index, role, field)
+    return ToolResult(name, value, items, tuple(media), index)
+
+
+def _tool_result(message: Mapping, index: int, calls: list[ToolCall]) -> ToolResult:
     """A ``role: "tool"`` message: its call's name (by ``tool_call_id``, else its ``name``,
     else the only call's), its value, and the media it returned."""
     call_id = message.get("tool_call_id")
@@ -638,14 +706,7 @@ def _tool_result(message: Mapping, index: int, calls: list[ToolCall], position: 
                     fix='Give a JSON value as a string, or as an object such as {"value": [...]}',
                 )
         value = "".join(texts)
-    if isinstance(value, str):
-        check_text(value, message_index=index, role="tool")
-    try:
-        items = response_items(name, value)
-    except ToolSyntaxError as error:
-        raise _syntax_error(error, index, "tool", "content", "bad_tool_result") from None
-    _check_items(items, index, "tool", "content")
-    return ToolResult(name, value, items, tuple(media), index)
+    return _result(name, value, media, index, "tool", "content")
 
 
 TOOL_MEDIA = {

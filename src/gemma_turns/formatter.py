@@ -147,11 +147,8 @@ def render_runs(
             marker(Marker.CALL_OPEN, trained)
             out.items(call.items, trained)
             marker(Marker.CALL_CLOSE, trained)
-        if turn.calls:
-            marker(Marker.RESPONSE_OPEN, trained)  # the model's hand-over to the tool
         for r, result in enumerate(turn.results):
-            if r:
-                marker(Marker.RESPONSE_OPEN, 0)
+            marker(Marker.RESPONSE_OPEN, 0 if r else trained)  # the first: the model's hand-over
             out.items(result.items, 0)
             marker(Marker.RESPONSE_CLOSE, 0)
             for media in result.media:
@@ -165,6 +162,8 @@ def render_runs(
                     text(part.strip(), trained)
                 else:
                     marker(part, trained)
+        if turn.calls and not turn.results:
+            marker(Marker.RESPONSE_OPEN, trained)  # the hand-over, awaiting the results
         if turn.closes:
             marker(Marker.TURN_CLOSE, trained)
             text(turn_end, trained and train_newline)
