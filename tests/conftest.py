@@ -1,5 +1,6 @@
-"""Shared fixtures: the committed fixture tokenizer, and the real Gemma 3 tokenizer when
-GEMMA_TOKENIZER names it (tests that need it skip cleanly otherwise)."""
+"""Shared fixtures: the committed fixture tokenizers (Gemma 3 and Gemma 4 layouts), and the
+real Gemma 3 / Gemma 4 tokenizers when GEMMA_TOKENIZER / GEMMA4_TOKENIZER name them (tests
+that need them skip cleanly otherwise)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from gemma_turns import GemmaTokenizer
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
 FIXTURE_MODEL = FIXTURES / "tokenizer" / "gemma3_layout.model"
+FIXTURE4_MODEL = FIXTURES / "tokenizer" / "gemma4_layout.model"
 SAMPLE = FIXTURES / "conversations" / "sample.jsonl"
+SAMPLE4 = FIXTURES / "conversations" / "gemma4_tools.jsonl"
 GOLDEN = Path(__file__).resolve().parent / "golden"
 
 
@@ -33,4 +36,23 @@ def real_tokenizer() -> GemmaTokenizer:
 @pytest.fixture(scope="session", params=["fixture", "real"])
 def any_tokenizer(request) -> GemmaTokenizer:
     """Runs a test on the fixture model and, when available, on the real one."""
+    return request.getfixturevalue(f"{request.param}_tokenizer")
+
+
+@pytest.fixture(scope="session")
+def fixture4_tokenizer() -> GemmaTokenizer:
+    return GemmaTokenizer.load(FIXTURE4_MODEL)
+
+
+@pytest.fixture(scope="session")
+def real4_tokenizer() -> GemmaTokenizer:
+    path = os.environ.get("GEMMA4_TOKENIZER")
+    if not path:
+        pytest.skip("GEMMA4_TOKENIZER is not set: the real Gemma 4 tokenizer tier is skipped")
+    return GemmaTokenizer.load(path)
+
+
+@pytest.fixture(scope="session", params=["fixture4", "real4"])
+def any4_tokenizer(request) -> GemmaTokenizer:
+    """Runs a test on the Gemma 4 fixture model and, when available, on the real one."""
     return request.getfixturevalue(f"{request.param}_tokenizer")

@@ -1,0 +1,44 @@
+"""Gemma 4 golden cases (tests/golden/gemma4/*.json): hand-written turn text (checked by hand
+against the official template's rules), and the ids and loss masks on the Gemma 4 fixture and
+the real Gemma 4 tokenizer. Add a case in gemma4/cases.py and run make_golden.py."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import GOLDEN
+
+from gemma_turns import format_chat
+from gemma_turns.chat_format import GEMMA4
+
+CASES = sorted((GOLDEN / "gemma4").glob("*.json"))
+
+
+def load(path):
+    return json.loads(path.read_text())
+
+
+def test_there_are_golden_cases():
+    assert len(CASES) >= 15
+
+
+@pytest.mark.parametrize("path", CASES, ids=lambda p: p.stem)
+def test_turn_text(path):
+    case = load(path)
+    assert format_chat(case["record"], dialect=GEMMA4, **case["options"]) == case["text"]
+
+
+@pytest.mark.parametrize("path", CASES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("label", ["fixture", "gemma4"])
+def test_ids_and_mask(path, label, request):
+    tokenizer = request.getfixturevalue("fixture4_tokenizer" if label == "fixture" else "real4_tokenizer")
+    case = load(path)
+    encoding = tokenizer.encode_chat(case["record"], **case["options"])
+    assert encoding.to_dict() == case[label]
+    # An oracle that shares no code with the encoder: the whole turn text through SentencePiece.
+    if case["options"].get("reserved") != "escape":
+        assert encoding.ids.tolist() == [tokenizer.specials.bos] + tokenizer.processor.encode(case["text"])
+    else:
+        assert tokenizer.decode(encoding.ids) == case["text"]
+        content = encoding.ids[4:-5]
+        assert not np.isin(content, list(tokenizer.reserved_ids.values())).any()
