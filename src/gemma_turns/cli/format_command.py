@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import sys
 
+from .. import chat_format
 from ..errors import ConversationError
 from ..formatter import format_chat
 from ..jsonl import messages_of, read_lines
-from .common import EXIT_INVALID, EXIT_OK, add_input_argument, open_input
+from .chat_flags import add_chat_flags, chat_keywords
+from .common import EXIT_INVALID, EXIT_OK, CommandError, add_input_argument, load_tokenizer, open_input
 
 
 def register(subparsers) -> None:
@@ -25,15 +27,27 @@ def register(subparsers) -> None:
         dest="add_generation_prompt",
         action="store_true",
         default=None,
-        help="always end with <start_of_turn>model\\n (default: when the last message is a user's)",
+        help="always end with the generation prompt (default: unless the last message is the model's)",
     )
     prompt.add_argument(
         "--no-generation-prompt", dest="add_generation_prompt", action="store_false"
     )
+    parser.add_argument(
+        "--tokenizer", metavar="MODEL", help="a tokenizer.model whose chat format to write (instead of --dialect)"
+    )
+    add_chat_flags(parser, dialect=True)
     parser.set_defaults(run=run)
 
 
 def run(args) -> int:
+    if args.tokenizer and args.dialect:
+        raise CommandError("give --tokenizer or --dialect, not both: the tokenizer says its dialect")
+    dialect = load_tokenizer(args.tokenizer).dialect if args.tokenizer else chat_format.get(args.dialect or "gemma3")
+    keywords = {"add_generation_prompt": args.add_generation_prompt, **chat_keywords(args)}
+    try:
+        format_chat([{"role": "user", "content": ""}], dialect=dialect, **keywords)
+    except ValueError as error:  # options that fit no record: a usage error, before any work
+        raise CommandError(str(error)) from None
     out = sys.stdout
     total = rejected = 0
     with open_input(args.input) as stream:
@@ -44,9 +58,8 @@ def run(args) -> int:
             try:
                 if line.error is not None:
                     raise line.error
-                text = format_chat(
-                    messages_of(line.value), add_generation_prompt=args.add_generation_prompt
-                )
+                messages_of(line.value)  # a record of messages, or a list of them
+                text = format_chat(line.value, dialect=dialect, **keywords)
                 out.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
             except ConversationError as error:
                 rejected += 1
