@@ -111,3 +111,110 @@ def load_jsonl(path: str | Path) -> list[list[dict]]:
                     value = json.loads(line)
                     conversations.append(value["messages"] if isinstance(value, dict) else value)
     return conversations
+
+
+# -- Gemma 4: records with a system turn, thinking, tool declarations, calls and results ---------
+
+TOOLS = [
+    {"type": "function", "function": {
+        "name": "search_documents", "description": "Search the knowledge base and return the best passages.",
+        "parameters": {"type": "object", "required": ["query"], "properties": {
+            "query": {"type": "string", "description": "What to look for"},
+            "limit": {"type": "integer", "description": "How many passages"},
+            "language": {"type": "string", "enum": ["en", "de", "fr", "es", "zh", "ja"]},
+            "filters": {"type": "object", "properties": {
+                "year": {"type": "integer"}, "tags": {"type": "array", "items": {"type": "string"}}}}}}}},
+    {"type": "function", "function": {
+        "name": "get_weather", "description": "Current weather and a forecast for a city.",
+        "parameters": {"type": "object", "required": ["city"], "properties": {
+            "city": {"type": "string"}, "days": {"type": "integer"},
+            "units": {"type": "string", "enum": ["metric", "imperial"]}}}}},
+    {"type": "function", "function": {
+        "name": "run_sql", "description": "Run a read-only SQL query on the analytics database.",
+        "parameters": {"type": "object", "required": ["sql"], "properties": {
+            "sql": {"type": "string"}, "timeout_s": {"type": "number", "nullable": True}}}}},
+]
+AGENT_SYSTEM = (
+    "You are a research assistant for an analytics team. Use the tools when the answer depends on "
+    "data you do not have. Cite the passages you use. Keep answers short and precise.\n\n"
+    "# Rules\n- Never invent numbers.\n- Ask for clarification when the question is ambiguous.\n"
+)
+
+
+def _arguments(rng: random.Random, tool: dict, language: str) -> dict:
+    name = tool["function"]["name"]
+    if name == "search_documents":
+        return {"query": _sentence(rng, language), "limit": rng.randint(1, 10), "language": rng.choice(["en", "de", "fr"]),
+                "filters": {"year": rng.randint(2015, 2026), "tags": [rng.choice(["report", "memo", "faq"])]}}
+    if name == "get_weather":
+        return {"city": rng.choice(["Oslo", "Lagos", "Lima", "Osaka", "Bern"]), "days": rng.randint(1, 7), "units": "metric"}
+    return {"sql": f"SELECT region, SUM(revenue) FROM sales WHERE year = {rng.randint(2019, 2026)} GROUP BY region",
+            "timeout_s": rng.choice([None, 2.5, 10.0])}
+
+
+def _result(rng: random.Random, tool: dict, language: str):
+    name = tool["function"]["name"]
+    if name == "search_documents":
+        return json.dumps({"passages": [_sentence(rng, language) for _ in range(rng.randint(1, 4))]}, ensure_ascii=False)
+    if name == "get_weather":
+        return {"temperature_c": round(rng.uniform(-10, 35), 1), "sky": rng.choice(["clear", "rain", "snow"]), "wind_kmh": rng.randint(0, 60)}
+    return {"rows": [[rng.choice(["EU", "US", "APAC"]), rng.randint(1000, 99999)] for _ in range(rng.randint(1, 4))]}
+
+
+def generate_gemma4(count: int, *, seed: int = 0) -> list[dict]:
+    """``count`` Gemma 4 records ({"messages", "tools", "chat_template_kwargs"}): most with the same
+    long system prompt and tool declarations (as real agent data repeats them), thinking on or
+    off, reasoning, one or two tool-use steps with parallel calls, and plain chats in between."""
+    rng = random.Random(seed)
+    records = []
+    for _ in range(count):
+        language = rng.choice(LANGUAGES)
+        agent = rng.random() < 0.7
+        messages = [{"role": "system", "content": AGENT_SYSTEM if agent else rng.choice(SYSTEMS)}]
+        turns = rng.choice([1, 1, 2, 3])
+        for turn in range(turns):
+            messages.append({"role": "user", "content": _message(rng, language, "user")})
+            last = turn == turns - 1
+            if agent and rng.random() < 0.8:
+                for step in range(rng.choice([1, 1, 2])):
+                    calls = []
+                    for _ in range(rng.choice([1, 1, 2])):
+                        tool = rng.choice(TOOLS)
+                        calls.append({"type": "function", "id": f"call_{rng.randint(0, 10**9)}",
+                                      "function": {"name": tool["function"]["name"], "arguments": _arguments(rng, tool, language)}})
+                    call = {"role": "assistant", "tool_calls": calls}
+                    if last and rng.random() < 0.5:
+                        call["reasoning_content"] = _sentence(rng, language)
+                    messages.append(call)
+                    for c in calls:
+                        tool = next(t for t in TOOLS if t["function"]["name"] == c["function"]["name"])
+                        messages.append({"role": "tool", "tool_call_id": c["id"], "content": _result(rng, tool, language)})
+            answer = {"role": "assistant", "content": _message(rng, language, "model")}
+            if last and rng.random() < 0.5:
+                answer["reasoning_content"] = " ".join(_sentence(rng, language) for _ in range(rng.randint(1, 5)))
+            messages.append(answer)
+        record = {"messages": messages, "chat_template_kwargs": {"enable_thinking": rng.random() < 0.5}}
+        if agent:
+            record["tools"] = TOOLS
+        records.append(record)
+    return records
+
+
+def texts_of(record) -> list[str]:
+    """Every text a record carries (contents, reasoning, arguments and results as JSON): what
+    a floor encode of the same data encodes."""
+    messages = record["messages"] if isinstance(record, dict) else record
+    out = []
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, str):
+            out.append(content)
+        elif content is not None:
+            out.append(json.dumps(content, ensure_ascii=False))
+        if m.get("reasoning_content"):
+            out.append(m["reasoning_content"])
+        for call in m.get("tool_calls") or ():
+            out.append(json.dumps(call["function"]["arguments"], ensure_ascii=False))
+    if isinstance(record, dict) and record.get("tools"):
+        out.append(json.dumps(record["tools"], ensure_ascii=False))
+    return out

@@ -28,7 +28,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from conversations import generate, load_jsonl  # noqa: E402
+from conversations import generate, generate_gemma4, load_jsonl, texts_of  # noqa: E402
 
 from gemma_turns import GemmaTokenizer, best_fit, pack_rows, pad_batch, validate  # noqa: E402
 from gemma_turns.arrays import truncate  # noqa: E402
@@ -70,6 +70,9 @@ def main(argv=None) -> int:
     parser.add_argument("--tokenizer", default=str(FIXTURE), help="SentencePiece model (default: the fixture)")
     parser.add_argument("--corpus", help="JSONL file or folder of {\"messages\": [...]} lines (default: generated)")
     parser.add_argument("--conversations", type=int, default=4000, help="how many to generate (default 4000)")
+    parser.add_argument("--gemma4", action="store_true", help="generate Gemma 4 records (system, thinking, "
+                        "tools, calls, results) instead of plain chats; needs a Gemma 4 tokenizer")
+    parser.add_argument("--checkpoint", default="e4b", help="Gemma 4 checkpoint for prompts (default e4b)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="SentencePiece threads")
     parser.add_argument("--repeat", type=int, default=3, help="runs per phase; the best counts")
     parser.add_argument("--max-length", type=int, default=8192, help="row length for padding and packing")
@@ -82,10 +85,13 @@ def main(argv=None) -> int:
 
     tokenizer = GemmaTokenizer.load(args.tokenizer)
     threads = args.threads
-    source = args.corpus or f"generated ({args.conversations} conversations, seed 0)"
-    conversations = load_jsonl(args.corpus) if args.corpus else generate(args.conversations)
+    source = args.corpus or f"generated ({args.conversations} {'Gemma 4 records' if args.gemma4 else 'conversations'}, seed 0)"
+    if args.corpus:
+        conversations = load_jsonl(args.corpus)
+    else:
+        conversations = generate_gemma4(args.conversations) if args.gemma4 else generate(args.conversations)
     conversations, refused = encodable(tokenizer, conversations, threads)
-    contents = [m["content"] for c in conversations for m in c if isinstance(m["content"], str)]
+    contents = [text for c in conversations for text in texts_of(c)]
     megabytes = sum(len(text.encode("utf-8")) for text in contents) / 1e6
     processor = tokenizer.processor
 
@@ -163,13 +169,14 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         jsonl = Path(scratch) / "data.jsonl"
         with open(jsonl, "w", encoding="utf-8") as handle:
-            for messages in conversations:
-                handle.write(json.dumps({"messages": messages}, ensure_ascii=False) + "\n")
+            for record in conversations:
+                record = record if isinstance(record, dict) else {"messages": record}
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
         lines = jsonl.read_bytes().splitlines()
 
         def parse_and_floor():
-            parsed = [json.loads(line)["messages"] for line in lines]
-            texts = [m["content"] for c in parsed for m in c]
+            parsed = [json.loads(line) for line in lines]
+            texts = [text for record in parsed for text in texts_of(record)]
             processor.encode(texts, num_threads=threads, return_type="numpy")
 
         cli_floor = measure("CLI floor: json.loads + SentencePiece encode", parse_and_floor)

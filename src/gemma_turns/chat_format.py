@@ -60,6 +60,10 @@ class Marker(Enum):
     END_OF_TURN = "turn_close"
     START_OF_IMAGE = "image"
 
+    # Members are singletons compared by identity: hash them the same way, in C (Enum's own
+    # hash is a Python call, and the encoder looks a marker up for every one it places).
+    __hash__ = object.__hash__
+
 
 SystemPlacement = Literal["first_user_turn", "own_turn"]
 

@@ -32,6 +32,9 @@ __all__ = [
 ]
 
 EarlierReasoning = Literal["refuse", "drop"]
+# Reasoning keys of other tools: a format without thought channels has no place for them;
+# they are left out and noted ("ignored_reasoning"), so a run can count and warn.
+IGNORED_REASONING = ("reasoning_content", "reasoning", "thinking")
 
 # Message keys whose data the Gemma format has no place for: refused, never dropped.
 UNSUPPORTED_KEYS = ("tool_calls", "function_call", "tool_responses")
@@ -205,6 +208,7 @@ def normalize_messages(
             )
 
     turns = []
+    notes: list[str] = []
     user, model = dialect.user_role, dialect.trained_role
     for index in range(start, len(messages)):
         message = messages[index]
@@ -236,12 +240,19 @@ def normalize_messages(
                 role=given_role,
                 fix="Merge consecutive messages of the same role, or insert the missing turn",
             )
-        turns.append(Turn(role, _content_parts(message, index, given_role, dialect), index))
+        parts = _content_parts(message, index, given_role, dialect)
+        if len(message) > 2:  # role and content alone: nothing more to read
+            weight = _weight(message, index, given_role, role == model)
+            if any(message.get(key) for key in IGNORED_REASONING):
+                notes.append("ignored_reasoning")
+        else:
+            weight = None
+        turns.append(Turn(role, parts, index, weight=weight))
     spans = () if system is None else ((None, 0, system),)
     if system is not None and dialect.trim_system:
         spans = ((None, len(system) - len(system.lstrip()), system.strip()),)
         system = system.strip()
-    return Conversation(system, tuple(turns), dialect, system_spans=spans)
+    return Conversation(system, tuple(turns), dialect, system_spans=spans, notes=tuple(notes))
 
 
 def _role_of(message: object, index: int, supported: tuple[str, ...] = ()) -> str:
@@ -718,6 +729,10 @@ TOOL_MEDIA = {
 }
 
 
+_DECLARATIONS: dict[str, list] = {}  # repr of a function schema -> its items; real data repeats them
+DECLARATIONS_KEPT = 256
+
+
 def _declarations(tools: object) -> list[list]:
     if not tools:
         return []
@@ -732,15 +747,21 @@ def _declarations(tools: object) -> list[list]:
                 code="bad_tools",
                 field=f"tools[{k}]",
             )
-        try:
-            items = declaration_items(function)
-        except ToolSyntaxError as error:
-            raise ConversationError(
-                str(error),
-                code="bad_tools",
-                field=f"tools[{k}]" + (f".{error.path}" if error.path else ""),
-            ) from None
-        _check_items(items, None, None, f"tools[{k}]")
+        key = repr(function)
+        items = _DECLARATIONS.get(key)
+        if items is None:
+            try:
+                items = declaration_items(function)
+            except ToolSyntaxError as error:
+                raise ConversationError(
+                    str(error),
+                    code="bad_tools",
+                    field=f"tools[{k}]" + (f".{error.path}" if error.path else ""),
+                ) from None
+            _check_items(items, None, None, f"tools[{k}]")
+            if len(_DECLARATIONS) >= DECLARATIONS_KEPT:
+                _DECLARATIONS.clear()
+            _DECLARATIONS[key] = items
         out.append(items)
     return out
 
