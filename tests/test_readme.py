@@ -27,3 +27,16 @@ def test_the_python_api_example_runs():
     exec(example.replace("tokenizer.model", str(ROOT / "fixtures/tokenizer/gemma3_layout.model")), namespace)
     assert namespace["enc"].loss_mask.any() and len(namespace["batch"]) == 2
     assert type(namespace["results"][1]).__name__ == "ConversationError"
+
+
+def test_the_gemma4_example_ids_and_mask(real4_tokenizer):
+    """The README's Gemma 4 tool-use example: its code, ids and mask, on the real tokenizer."""
+    text = (ROOT / "README.md").read_text()
+    code, table = re.search(r"```python\n(record = .+?)\n```\n\n```\n(piece .+?)\n```", text, flags=re.S).groups()
+    namespace = {"tok": real4_tokenizer}
+    exec(code, namespace)
+    rows = [line.split()[1:] for line in table.splitlines()]
+    ids = [int(x) for row in rows[1::4] for x in row]
+    mask = [int(x) for row in rows[2::4] for x in row]
+    assert namespace["enc"].ids.tolist() == ids
+    assert namespace["enc"].loss_mask.tolist() == mask

@@ -46,6 +46,9 @@ ID_DTYPE = np.int32
 # Records per SentencePiece call when a batch is pipelined: big enough to keep its threads
 # busy, small enough that formatting the next chunk overlaps with encoding this one.
 PIPELINE_CHUNK = 1024
+# Ids the segment cache holds at most (4 bytes each): recurring system prompts, tool
+# declarations and instructions are encoded once. 0 turns the cache off.
+SEGMENT_CACHE_IDS = 1 << 22
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -89,7 +92,14 @@ class GemmaTokenizer:
     for a model whose pieces fit several.
     """
 
-    def __init__(self, model_proto: bytes, *, path: str | None = None, dialect: str | Dialect | None = None):
+    def __init__(
+        self,
+        model_proto: bytes,
+        *,
+        path: str | None = None,
+        dialect: str | Dialect | None = None,
+        segment_cache: int = SEGMENT_CACHE_IDS,
+    ):
         self.path = path
         self.sha256 = hashlib.sha256(model_proto).hexdigest()
         self.processor = spm.SentencePieceProcessor()
@@ -128,10 +138,11 @@ class GemmaTokenizer:
             self._text_index[text] = len(constants)
             constants.append(self.processor.encode(text))
         self._constant_ids = [np.array(ids, dtype=ID_DTYPE) for ids in constants]
+        self._segments = SegmentCache(segment_cache)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, dialect: str | Dialect | None = None) -> GemmaTokenizer:
-        """Load a SentencePiece ``tokenizer.model`` file."""
+    def load(cls, path: str | os.PathLike, *, dialect: str | Dialect | None = None, **options) -> GemmaTokenizer:
+        """Load a SentencePiece ``tokenizer.model`` file (``segment_cache``: see __init__)."""
         path = os.fspath(path)
         try:
             with open(path, "rb") as handle:
@@ -140,11 +151,11 @@ class GemmaTokenizer:
             raise TokenizerError(
                 f"cannot read the tokenizer model {path!r}: {error.strerror}", path=path
             ) from None
-        return cls(data, path=path, dialect=dialect)
+        return cls(data, path=path, dialect=dialect, **options)
 
     @classmethod
-    def from_bytes(cls, model_proto: bytes, *, dialect: str | Dialect | None = None) -> GemmaTokenizer:
-        return cls(model_proto, dialect=dialect)
+    def from_bytes(cls, model_proto: bytes, *, dialect: str | Dialect | None = None, **options) -> GemmaTokenizer:
+        return cls(model_proto, dialect=dialect, **options)
 
     def __repr__(self) -> str:
         return (
@@ -184,9 +195,9 @@ class GemmaTokenizer:
         ``earlier_reasoning`` (see EncodeOptions).
         """
         planner = self._chat_planner(options_of(options, keywords))
-        texts: list[str] = []
+        texts = _Texts()
         plan = planner(with_tools(messages, tools), texts)
-        (result,) = self._build([plan], self._encode_texts(texts))
+        (result,) = self._build([plan], self._encoded(texts))
         return result
 
     def encode_chat_batch(
@@ -293,10 +304,10 @@ class GemmaTokenizer:
         """Ids of ``text`` alone: no BOS, no markers. ``reserved`` as in :meth:`encode_chat`."""
         _check_reserved(reserved)
         check_text(text)
-        texts: list[str] = []
+        texts = _Texts()
         plan = _Plan()
         self._add_text(plan, texts, text, 0, reserved, _locate_in_text(text, self.reserved))
-        return self._build([plan], self._encode_texts(texts))[0].ids.tolist()
+        return self._build([plan], self._encoded(texts))[0].ids.tolist()
 
     def decode(self, ids: Sequence[int]) -> str:
         """The text of ``ids``; BOS, EOS and PAD decode to nothing."""
@@ -337,7 +348,7 @@ class GemmaTokenizer:
         """``(plans, texts)`` of each ``(first record, records)`` batch; a record that cannot
         be encoded gives its error (``record`` set) in place of a plan, or raises it."""
         for first, records in batches:
-            texts: list[str] = []
+            texts = _Texts()
             plans: list[_Plan | ConversationError] = []
             for record, value in enumerate(records, start=first):
                 try:
@@ -361,19 +372,27 @@ class GemmaTokenizer:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             pending: deque = deque()
             for plans, texts in planned:
-                pending.append((plans, pool.submit(self._encode_texts, texts)))
+                pending.append((plans, texts, pool.submit(self._encode_texts, texts)))
                 if len(pending) > workers:  # one batch queued for each worker
-                    plans, encoding = pending.popleft()
-                    yield self._build(plans, encoding.result())
+                    plans, texts, encoding = pending.popleft()
+                    yield self._build(plans, self._segments.keep(texts, encoding.result()))
             while pending:
-                plans, encoding = pending.popleft()
-                yield self._build(plans, encoding.result())
+                plans, texts, encoding = pending.popleft()
+                yield self._build(plans, self._segments.keep(texts, encoding.result()))
 
-    def _encode_texts(self, texts: list[str]) -> list[np.ndarray]:
-        """Ids of each text, with one SentencePiece thread (the pipeline runs several)."""
+    def _encoded(self, texts: _Texts) -> list[np.ndarray]:
+        """:meth:`_encode_texts` in this thread, remembering the segments worth it."""
+        return self._segments.keep(texts, self._encode_texts(texts))
+
+    def _encode_texts(self, texts: _Texts) -> list[np.ndarray]:
+        """Ids of each text, with one SentencePiece thread (the pipeline runs several); a text
+        already encoded (from the segment cache) is an array in ``texts`` and stays as it is."""
         if not texts:
             return []
-        return self.processor.encode(texts, num_threads=1, return_type="numpy")
+        if not texts.cached:
+            return self.processor.encode(texts, num_threads=1, return_type="numpy")
+        encoded = iter(self.processor.encode([t for t in texts if type(t) is str], num_threads=1, return_type="numpy"))
+        return [next(encoded) if type(t) is str else t for t in texts]
 
     def _plan_pt(self, text: str, texts: list[str], *, add_eos: bool, reserved) -> _Plan:
         if not isinstance(text, str):
@@ -433,10 +452,10 @@ class GemmaTokenizer:
                 raise ReservedTokenError(found[0][1], **locate())
             parts = self.reserved.split_for_escape(text)
         first_text = len(self._constant_ids)  # texts are numbered after the constants
+        place = self._segments.place
         for part in parts:
-            plan.pieces.append(first_text + len(texts))
+            plan.pieces.append(first_text + place(part, texts))
             plan.bits.append(bit)
-            texts.append(part)
 
     def _unsupported_marker(self, marker: Marker, conversation) -> None:
         """Raise for a media part whose marker the model lacks (an image for Gemma 2)."""
@@ -483,6 +502,84 @@ class GemmaTokenizer:
             else:
                 results.append(plan)
         return results
+
+
+class _Texts(list):
+    """The texts of a batch to encode, in plan order, each distinct one once (``index``). A
+    text the segment cache holds is its ids array already (``cached`` counts them);
+    ``keep`` lists the texts seen before, whose ids the cache takes once encoded;
+    ``repeats`` the texts planned more than once."""
+
+    __slots__ = ("cached", "index", "keep", "repeats")
+
+    def __init__(self):
+        super().__init__()
+        self.cached = 0
+        self.index: dict[str, int] = {}
+        self.keep: list[int] = []
+        self.repeats: list[int] = []
+
+
+class SegmentCache:
+    """Ids of text segments that recur, so each distinct one is encoded once.
+
+    Text between the same markers is tokenized the same way every time (markers are pieces
+    SentencePiece never merges across), so a repeated system prompt, tool declaration or
+    instruction can take its ids from here: invisible in the output (a test compares every id
+    with the uncached path). Within a batch each distinct text is encoded once; across
+    batches a segment is kept from its second sighting on, at most ``capacity`` ids, the
+    oldest going first. ``capacity=0`` turns both off. Only the thread that plans and builds
+    batches touches it.
+    """
+
+    SEEN_KEPT = 1 << 16
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.ids: dict[str, np.ndarray] = {}
+        self.held = 0
+        self.seen: set[str] = set()
+        self.served_tokens = 0  # ids that came from here rather than from SentencePiece
+
+    def place(self, text: str, texts: _Texts) -> int:
+        """The index of ``text`` in ``texts``, adding it (or its cached ids) when new."""
+        if not self.capacity:
+            texts.append(text)
+            return len(texts) - 1
+        index = texts.index.get(text)
+        if index is not None:
+            texts.repeats.append(index)
+            return index
+        index = texts.index[text] = len(texts)
+        ids = self.ids.get(text)
+        if ids is not None:
+            self.served_tokens += len(ids)
+            texts.cached += 1
+            texts.append(ids)
+            return index
+        texts.append(text)
+        if text in self.seen:
+            texts.keep.append(index)
+        else:
+            if len(self.seen) >= self.SEEN_KEPT:
+                self.seen.clear()
+            self.seen.add(text)
+        return index
+
+    def keep(self, texts: _Texts, encoded: list) -> list:
+        """Remember the segments of ``texts`` marked for it, from their ``encoded`` ids."""
+        for k in texts.repeats:
+            self.served_tokens += len(encoded[k])
+        for k in texts.keep:
+            text, ids = texts[k], encoded[k]
+            if text in self.ids or len(ids) > self.capacity // 4:
+                continue
+            self.ids[text] = ids
+            self.held += len(ids)
+            self.seen.discard(text)
+            while self.held > self.capacity:
+                self.held -= len(self.ids.pop(next(iter(self.ids))))
+        return encoded
 
 
 def _chunks(records: Iterable) -> Iterator[tuple[int, list]]:
