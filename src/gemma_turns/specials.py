@@ -139,7 +139,7 @@ def find_reserved_pieces(processor, pieces: list[str]) -> dict[str, int]:
     candidates = {
         piece: token_id
         for token_id, piece in enumerate(pieces)
-        if piece in names or UNUSED_PIECE.fullmatch(piece)
+        if piece in names or (piece.startswith("<unused") and UNUSED_PIECE.fullmatch(piece))
     }
     names = list(candidates)
     encoded = processor.encode(names) if names else []
