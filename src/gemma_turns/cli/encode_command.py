@@ -262,6 +262,7 @@ def run_jsonl(args) -> int:
                     )
                     if rejects is not None:
                         rejects.write(json.dumps(record.report(), ensure_ascii=False) + "\n")
+            sys.stdout.flush()  # a full disk shows here, before the summary
         if rejects is not None:
             rejects.commit()
     except BaseException:
