@@ -35,6 +35,7 @@ from .common import (
     EXIT_OK,
     EXIT_USAGE,
     CommandError,
+    OutputError,
     load_tokenizer,
     positive_int,
 )
@@ -184,6 +185,8 @@ def run(args) -> int:
                 file_tokens += report.tokens
                 seen = {finding.sequence for finding in report.findings}
                 file_invalid += report.invalid + len({f.sequence for f in stored} - seen)
+        except OutputError:
+            raise  # standard output is gone: nothing more can be reported
         except CommandError as error:
             failed = True
             message = str(error) if path in str(error) else f"{path}: {error}"
