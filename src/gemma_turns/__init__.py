@@ -10,7 +10,7 @@ The public names are listed here; the logic lives in the modules. ``gemma_turns.
 
 from .arrays import Batch, best_fit, pack_rows, pad_batch, unpack, unpad
 from .conversation import Conversation, Marker, Turn, normalize_messages
-from .dataset import ArrayOptions, build_batch, iter_shards, load_dataset, write_dataset
+from .dataset import build_batch, write_dataset
 from .encoder import Encoding, GemmaTokenizer
 from .errors import (
     ConversationError,
@@ -22,9 +22,12 @@ from .errors import (
     TokenizerError,
 )
 from .formatter import format_chat
+from .options import ArrayOptions, EncodeOptions
 from .parser import ParsedConversation, ParseError, parse
+from .records import Counts, Record
 from .specials import SpecialTokens
-from .streaming import EncodeOptions, Outcome, Tally, encode_lines
+from .store import iter_shards, load_dataset
+from .streaming import Outcome, Tally, encode_lines  # Outcome, Tally: old names of Record, Counts
 from .validator import RULES, Finding, Report, assert_valid, validate
 
 __version__ = "0.1.0"
@@ -35,6 +38,7 @@ __all__ = [
     "Batch",
     "Conversation",
     "ConversationError",
+    "Counts",
     "DatasetError",
     "EmptyInputError",
     "EncodeOptions",
@@ -46,6 +50,7 @@ __all__ = [
     "Outcome",
     "ParseError",
     "ParsedConversation",
+    "Record",
     "Report",
     "ReservedTokenError",
     "SequenceTooLongError",

@@ -31,16 +31,19 @@ from __future__ import annotations
 from bisect import bisect_left, insort
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, fields
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 
 from .errors import SequenceTooLongError
 
 __all__ = [
+    "ARRAY_RULES",
+    "ArrayProblem",
     "Batch",
     "BestFit",
     "best_fit",
+    "check_arrays",
     "pack_rows",
     "pad_batch",
     "shift",
@@ -405,3 +408,77 @@ def _check_length(name: str, value, *, allow_none: bool = False) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+# -- checks of stored arrays ---------------------------------------------------------------------
+
+ARRAY_RULES: dict[str, str] = {
+    "attention_mask_value": "an attention mask value other than 0 or 1",
+    "position_ids": "position ids that do not count 0, 1, 2, ... over a sequence's real tokens",
+    "packed_position_ids": "position ids of a packed row that do not restart at 0 in a segment",
+}
+
+
+class ArrayProblem(NamedTuple):
+    """The first cell of a row that breaks one of :data:`ARRAY_RULES`."""
+
+    rule: str
+    row: int
+    position: int
+    value: int
+    expected: str
+    message: str
+
+
+def check_arrays(
+    *, attention_mask=None, position_ids=None, segment_ids=None
+) -> list[ArrayProblem]:
+    """What the mask and position arrays of ``rows x width`` batches must hold, checked
+    without knowing the ids: the attention mask is 0/1; over the real tokens (attention 1, or
+    segment id > 0 when packed) positions count 0, 1, 2, ... from each sequence's first token
+    (each segment's, when packed). At most one problem per row and rule, its first cell.
+
+        attention_mask  [[1, 1, 1, 0]]     position_ids [[0, 1, 1, 0]]
+        -> [ArrayProblem("position_ids", row=0, position=2, value=1, expected="2", ...)]
+    """
+    problems = []
+    if attention_mask is not None:
+        attention = np.asarray(attention_mask)
+        bad = (attention != 0) & (attention != 1)
+        for row, position in _first_per_row(bad):
+            value = int(attention[row, position])
+            problems.append(ArrayProblem(
+                "attention_mask_value", row, position, value, "0 or 1",
+                f"attention mask value {value}: a mask holds 1 for a real token, 0 for padding",
+            ))
+    if position_ids is None:
+        return problems
+    positions = np.asarray(position_ids)
+    previous = np.pad(positions, ((0, 0), (1, 0)))[:, :-1]
+    if segment_ids is not None:
+        segments = np.asarray(segment_ids)
+        real = segments > 0
+        first = real & (segments != np.pad(segments, ((0, 0), (1, 0)))[:, :-1])
+        restart = first & (np.arange(positions.shape[1]) > 0)
+    else:
+        real = np.ones(positions.shape, bool) if attention_mask is None else (attention != 0)
+        first = real & ~np.pad(real, ((0, 0), (1, 0)))[:, :-1]
+        restart = np.zeros(positions.shape, bool)
+    expected = np.where(first, 0, previous + 1)  # 0 at a sequence's first token, then +1
+    bad = real & (positions != expected)
+    for rule, cells in (("packed_position_ids", bad & restart), ("position_ids", bad & ~restart)):
+        for row, position in _first_per_row(cells):
+            value, want = int(positions[row, position]), int(expected[row, position])
+            what = (
+                "a packed segment's first token must be at position 0 (positions restart in "
+                "each segment)"
+                if rule == "packed_position_ids"
+                else "positions must count up by one from 0 over the sequence's real tokens"
+            )
+            problems.append(ArrayProblem(rule, row, position, value, str(want), f"position id {value}: {what}"))
+    return sorted(problems, key=lambda p: (p.row, p.position))
+
+
+def _first_per_row(cells: np.ndarray) -> list[tuple[int, int]]:
+    rows = np.flatnonzero(cells.any(axis=1))
+    return list(zip(rows.tolist(), cells[rows].argmax(axis=1).tolist(), strict=True))

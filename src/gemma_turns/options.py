@@ -1,29 +1,61 @@
-"""How records are encoded: one frozen value, checked once, recorded in the manifest once.
+"""The options of a run, each one frozen value: checked once, recorded once, read back once.
 
-The encoder's methods take these fields as keywords (or an ``EncodeOptions``); the dataset
-writer records :meth:`EncodeOptions.as_dict` in the manifest, and the validator reads the
-expectations back from it with :meth:`EncodeOptions.from_dict`.
+    EncodeOptions   how records become ids and loss masks (the encoder's keywords)
+    ArrayOptions    how encoded records become arrays (width, padding, truncation, packing)
+
+Both are keyword-only frozen dataclasses whose ``__post_init__`` checks every value, so an
+options value that exists is a valid one. ``as_dict()`` is what a manifest records and
+``from_dict()`` reads it back; both go over the dataclass fields, so a field added later
+(say ``enable_thinking``) is recorded and read with no edit anywhere else. A record written
+by a newer version may hold fields this one does not know: ``from_dict`` ignores them.
+
+:func:`validate_keywords` maps recorded encode options to the keywords of
+:func:`gemma_turns.validator.validate`: the one place that knows which ending and which
+loss mask a set of options produces.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Literal
 
-__all__ = ["EncodeOptions", "Mode", "options_of"]
+from .arrays import OPEN_ROWS
+
+__all__ = ["ArrayOptions", "EncodeOptions", "options_of", "validate_keywords"]
 
 Mode = Literal["training", "inference", "pt"]
-CHOICES = {
-    "mode": ("training", "inference", "pt"),
-    "train_on": ("all", "last"),
-    "reserved": ("refuse", "escape", "allow"),
-    "earlier_reasoning": (None, "refuse", "drop"),
-}
+Truncation = Literal["error", "drop", "truncate", "drop_oldest_turns"]
+TRUNCATIONS = ("error", "drop", "truncate", "drop_oldest_turns")
+
+
+class _Recorded:
+    """``as_dict``/``from_dict`` over the dataclass fields of a frozen options value."""
+
+    def as_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, recorded: Mapping):
+        """The options a manifest recorded; unknown keys (a newer version's) are ignored, and
+        every value is checked as at construction (ValueError)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{name: value for name, value in recorded.items() if name in names})
+
+
+def _one_of(name: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}, got {value!r}")
+
+
+def _optional_bool(name: str, value) -> None:
+    if value is not None and not isinstance(value, bool):
+        raise ValueError(f"{name} must be True, False or None, got {value!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
-class EncodeOptions:
-    """How records are encoded.
+class EncodeOptions(_Recorded):
+    """How records are encoded: the keywords of GemmaTokenizer's methods.
 
     ``mode``: ``training`` (ends with the model's answer; a loss mask on what the model
     writes), ``inference`` (ends with the generation prompt), ``pt`` (``[BOS] text [EOS]``).
@@ -52,15 +84,14 @@ class EncodeOptions:
     earlier_reasoning: Literal["refuse", "drop"] | None = None
 
     def __post_init__(self):
-        for name, allowed in CHOICES.items():
-            if getattr(self, name) not in allowed:
-                shown = ", ".join(repr(a) for a in allowed)
-                raise ValueError(f"{name} must be one of {shown}, got {getattr(self, name)!r}")
+        _one_of("mode", self.mode, ("training", "inference", "pt"))
+        _one_of("train_on", self.train_on, ("all", "last"))
+        _one_of("reserved", self.reserved, ("refuse", "escape", "allow"))
+        _one_of("earlier_reasoning", self.earlier_reasoning, (None, "refuse", "drop"))
+        _optional_bool("add_generation_prompt", self.add_generation_prompt)
         for name in ("train_newline", "add_eos", "enable_thinking", "preserve_thinking"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        if self.add_generation_prompt not in (None, True, False):
-            raise ValueError(f"add_generation_prompt must be None, True or False, got {self.add_generation_prompt!r}")
         if self.mode == "training" and self.add_generation_prompt:
             raise ValueError(
                 "mode='training' ends with the model's answer, so add_generation_prompt=True "
@@ -71,19 +102,10 @@ class EncodeOptions:
 
     @property
     def reasoning_policy(self) -> Literal["refuse", "drop"]:
+        """What happens to reasoning the format has no place for, with the mode's default."""
         if self.earlier_reasoning is not None:
             return self.earlier_reasoning
         return "refuse" if self.mode == "training" else "drop"
-
-    def as_dict(self) -> dict:
-        """Every field, for the manifest."""
-        return {field.name: getattr(self, field.name) for field in fields(self)}
-
-    @classmethod
-    def from_dict(cls, values: dict) -> EncodeOptions:
-        """The options a manifest recorded; fields it does not know keep their defaults."""
-        known = {field.name for field in fields(cls)}
-        return cls(**{name: value for name, value in values.items() if name in known})
 
 
 def options_of(options: EncodeOptions | None, keywords: dict, **defaults) -> EncodeOptions:
@@ -97,3 +119,96 @@ def options_of(options: EncodeOptions | None, keywords: dict, **defaults) -> Enc
     if "mode" not in keywords:
         raise TypeError("mode is required: 'training' or 'inference'")
     return EncodeOptions(**keywords)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ArrayOptions(_Recorded):
+    """How encoded records become arrays.
+
+    ``max_length`` caps the real tokens of a row (``None``: the longest record sets the
+    width, unpacked only); ``pad_to_multiple`` only rounds the array
+    width up. ``truncation`` is what happens to a record longer than a row: ``error`` (raise
+    SequenceTooLongError), ``drop`` (leave it out, reported), ``truncate`` (cut the end),
+    ``drop_oldest_turns`` (inference: see :func:`gemma_turns.fit.drop_oldest_turns`).
+    ``shift`` stores inputs ``ids[:-1]`` and ``targets`` ``ids[1:]``, so a row holds
+    ``max_length + 1`` ids of a record. ``pack`` puts several records in a row, planned by
+    best fit with at most ``open_rows`` rows open.
+    """
+
+    max_length: int | None = None
+    padding: Literal["right", "left"] = "right"
+    pad_to_multiple: int = 1
+    truncation: Truncation = "error"
+    pack: bool = False
+    shift: bool = False
+    open_rows: int = OPEN_ROWS
+
+    def __post_init__(self):
+        for name in ("max_length", "pad_to_multiple", "open_rows"):
+            value = getattr(self, name)
+            if value is None and name == "max_length":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        _one_of("padding", self.padding, ("right", "left"))
+        _one_of("truncation", self.truncation, TRUNCATIONS)
+        for name in ("pack", "shift"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.max_length is None and (self.pack or self.truncation != "error"):
+            what = "packing" if self.pack else f"truncation={self.truncation!r}"
+            raise ValueError(f"{what} needs a max_length: the row length to fit records into")
+        if self.pack and self.padding == "left":
+            raise ValueError(
+                "packed rows are for training and are right-padded; use padding='right', "
+                "or leave packing off for a left-padded generation batch"
+            )
+
+    def check_mode(self, mode: str) -> None:
+        """Refuse a truncation policy that would corrupt records of this encoding mode."""
+        if self.truncation == "drop_oldest_turns" and mode != "inference":
+            raise ValueError(
+                f"truncation='drop_oldest_turns' keeps the latest turns of a chat prompt, so it "
+                f"applies to mode='inference' only, not {mode!r}; use 'truncate' or 'drop'"
+            )
+        if self.truncation == "truncate" and mode == "inference":
+            raise ValueError(
+                "truncation='truncate' cuts the end, which would remove the generation prompt "
+                "of an inference record; use 'drop_oldest_turns' or 'drop'"
+            )
+
+    @property
+    def limit(self) -> int | None:
+        """Ids of one record that fit a row (``max_length``, one more with ``shift``)."""
+        return None if self.max_length is None else self.max_length + int(self.shift)
+
+
+def validate_keywords(recorded: Mapping | None) -> dict:
+    """The keywords of ``validate()`` for ids made with the recorded encode options.
+
+    Only what the record states: a missing or unreadable field stays unknown, so the
+    validator accepts any legal shape for it. ``{}`` for no record.
+
+        {"mode": "inference", "add_generation_prompt": None, "train_on": "all"}
+        -> {"expect": "inference", "endings": ["generation_prompt", "model_turn"],
+            "train_on": "all"}
+    """
+    if not isinstance(recorded, Mapping):
+        return {}
+    out: dict = {}
+    mode = recorded.get("mode")
+    if mode in ("training", "inference", "pt"):
+        out["expect"] = mode
+    if mode == "inference":
+        prompt = recorded.get("add_generation_prompt")
+        out["endings"] = {
+            True: ["generation_prompt"],
+            False: ["model_turn", "user_turn"],
+        }.get(prompt, ["generation_prompt", "model_turn"])  # None: a prompt after a user turn
+    if mode == "pt" and recorded.get("add_eos") is False:
+        out["endings"] = ["text"]
+    if recorded.get("train_on") in ("all", "last"):
+        out["train_on"] = recorded["train_on"]
+    if isinstance(recorded.get("train_newline"), bool):
+        out["train_newline"] = recorded["train_newline"]
+    return out

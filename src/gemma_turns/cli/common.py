@@ -14,10 +14,42 @@ from ..errors import TokenizerError
 EXIT_OK = 0
 EXIT_INVALID = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # the shell's code for a run stopped by Ctrl-C
 
 
 class CommandError(Exception):
     """A usage or I/O problem: printed on stderr, exit code 2."""
+
+
+class OutputError(CommandError):
+    """Standard output cannot be written (a full disk, a closed descriptor)."""
+
+
+class GuardedOutput:
+    """Standard output whose write errors name it: ``cannot write standard output: No space
+    left on device``, raised as OutputError (a reader gone away stays BrokenPipeError)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as error:
+            raise OutputError(f"cannot write standard output: {error.strerror or error}") from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as error:
+            raise OutputError(f"cannot write standard output: {error.strerror or error}") from None
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
 
 
 @contextmanager

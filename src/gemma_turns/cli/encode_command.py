@@ -9,17 +9,15 @@ import stat
 import sys
 import time
 
-from ..dataset import (
-    ArrayOptions,
-    AtomicText,
-    Counts,
-    check_rejects_path,
-    write_dataset,
-)
+from ..dataset import BLOCK_ROWS, block_bytes, write_dataset
 from ..errors import DatasetError, EmptyInputError, SequenceTooLongError
-from ..jsonl import read_lines
-from ..streaming import EncodeOptions, Tally, encode_lines
+from ..jsonl import MAX_RECORD_BYTES, read_lines
+from ..options import ArrayOptions, EncodeOptions
+from ..records import Counts
+from ..store import AtomicText, check_paths
+from ..streaming import encode_lines
 from .common import (
+    EXIT_INTERRUPTED,
     EXIT_INVALID,
     EXIT_OK,
     CommandError,
@@ -29,7 +27,7 @@ from .common import (
     positive_int,
 )
 
-EXIT_INTERRUPTED = 130  # the shell's code for a run stopped by Ctrl-C
+MAX_MEMORY_MIB = 4096  # default --max-memory: what one block of rows may take
 
 # Flags that shape arrays, with their "not given" value: they need -o.
 ARRAY_FLAGS = {
@@ -41,6 +39,7 @@ ARRAY_FLAGS = {
     "pack": ("--pack", False),
     "shift": ("--shift", False),
     "compress": ("--compress", False),
+    "max_memory": ("--max-memory", MAX_MEMORY_MIB),
 }
 
 
@@ -100,6 +99,14 @@ def add_encode_options(parser) -> None:
         metavar="N",
         help="SentencePiece threads (default: all cores)",
     )
+    parser.add_argument(
+        "--max-record-bytes",
+        type=positive_int,
+        default=MAX_RECORD_BYTES,
+        metavar="N",
+        help=f"reject a line longer than N bytes unread (default {MAX_RECORD_BYTES:,}: "
+        "encoding a line takes many times its size in memory)",
+    )
 
 
 def add_array_options(parser) -> None:
@@ -152,11 +159,19 @@ def add_array_options(parser) -> None:
         "with the targets",
     )
     group.add_argument("--compress", action="store_true", help="write compressed .npz files")
+    group.add_argument(
+        "--max-memory",
+        type=positive_int,
+        default=MAX_MEMORY_MIB,
+        metavar="MIB",
+        help=f"refuse, before any work, rows whose block would take more than MIB MiB to build "
+        f"(default {MAX_MEMORY_MIB}; see --max-length, --shard-size)",
+    )
     parser.add_argument(
         "--rejects",
         metavar="FILE",
         help="write the rejected and dropped records, with their line numbers and reasons, to "
-        "FILE (JSONL)",
+        "FILE (JSONL; '-': standard output, with -o)",
     )
 
 
@@ -189,6 +204,16 @@ def array_options(args) -> ArrayOptions:
         raise CommandError(
             "--shard-size needs --max-length, so that every shard has the same width"
         )
+    rows = args.shard_size or BLOCK_ROWS
+    needed = block_bytes(options, rows)
+    if needed is not None and needed > args.max_memory << 20:
+        raise CommandError(
+            f"rows of --max-length {args.max_length} in blocks of {rows} rows "
+            f"({'--shard-size' if args.shard_size else 'a single .npz is built'} "
+            f"{'' if args.shard_size else 'that many at a time'}) need about "
+            f"{needed / (1 << 20):,.0f} MiB, more than --max-memory {args.max_memory} MiB; "
+            "lower --max-length or --shard-size, or raise --max-memory if the machine has it"
+        )
     return options
 
 
@@ -207,41 +232,52 @@ def run(args) -> int:
 
 def run_jsonl(args) -> int:
     """Today's output: one JSON line per input line on stdout."""
+    if args.rejects == "-":
+        raise CommandError(
+            "--rejects -: standard output already carries the encoded lines and, in their "
+            "place, the rejected ones; name a file"
+        )
+    _check_paths(args)
     tokenizer = load_tokenizer(args.tokenizer)
-    tally = Tally()
+    counts = Counts()
     write = sys.stdout.write
-    rejects = _open_rejects(args.rejects, args.input)
+    rejects = _open_rejects(args.rejects)
     try:
         with open_input(args.input) as stream:
-            outcomes = encode_lines(
-                tokenizer, read_lines(stream), encode_options(args), num_threads=args.threads
+            records = encode_lines(
+                tokenizer,
+                read_lines(stream, max_record_bytes=args.max_record_bytes),
+                encode_options(args),
+                num_threads=args.threads,
             )
-            for outcome in outcomes:
-                tally.add(outcome)
-                if outcome.encoding is not None:
-                    write(json.dumps(outcome.encoding.to_dict()) + "\n")
-                elif outcome.error is not None:
-                    error = outcome.error.to_dict()
+            for record in records:
+                counts.add(record)
+                if record.kind == "encoded":
+                    write(json.dumps(record.encoding.to_dict()) + "\n")
+                elif record.kind == "rejected":
+                    error = record.error.to_dict()
                     write(
-                        json.dumps({"line": outcome.line, "error": error}, ensure_ascii=False)
+                        json.dumps({"line": record.number, "error": error}, ensure_ascii=False)
                         + "\n"
                     )
                     if rejects is not None:
-                        entry = {"line": outcome.line, "kind": "rejected", **error}
-                        rejects.write(json.dumps(entry, ensure_ascii=False) + "\n")
+                        rejects.write(json.dumps(record.report(), ensure_ascii=False) + "\n")
+            sys.stdout.flush()  # a full disk shows here, before the summary
         if rejects is not None:
             rejects.commit()
     except BaseException:
         if rejects is not None:
             rejects.abort()
         raise
-    print(f"gemma-turns encode: {tally.summary()}", file=sys.stderr)
-    return EXIT_INVALID if tally.rejected else EXIT_OK
+    print(f"gemma-turns encode: {counts.summary(arrays=False)}", file=sys.stderr)
+    _where(counts, args)
+    return EXIT_INVALID if counts.rejected else EXIT_OK
 
 
 def run_arrays(args) -> int:
     """Arrays streamed to OUT.npz or a shard directory, with a manifest and a summary."""
     options = array_options(args)
+    _check_paths(args)
     tokenizer = load_tokenizer(args.tokenizer)
     with open_input(args.input) as stream:
         progress = (
@@ -262,6 +298,7 @@ def run_arrays(args) -> int:
                 input_path=None if args.input == "-" else args.input,
                 num_threads=args.threads,
                 on_progress=progress,
+                max_record_bytes=args.max_record_bytes,
             )
         except SequenceTooLongError as error:
             return _too_long(args, error)
@@ -269,10 +306,12 @@ def run_arrays(args) -> int:
             print(f"gemma-turns encode: {error}; nothing written", file=sys.stderr)
             return EXIT_INVALID
         except DatasetError as error:
-            raise CommandError(str(error)) from None
+            raise CommandError(f"{error}; nothing written") from None
         except OSError as error:
-            where = f"{args.input} -> {args.output}"
-            raise CommandError(f"I/O error ({where}): {error.strerror or error}") from None
+            where = error.filename or f"{args.input} -> {args.output}"
+            raise CommandError(
+                f"I/O error ({where}): {error.strerror or error}; nothing written"
+            ) from None
         except KeyboardInterrupt:
             print("\ngemma-turns encode: interrupted; nothing written", file=sys.stderr)
             return EXIT_INTERRUPTED
@@ -281,6 +320,7 @@ def run_arrays(args) -> int:
                 progress.close()
     counts = written.counts
     print(f"gemma-turns encode: {counts.summary()}", file=sys.stderr)
+    _where(counts, args)
     shapes = ", ".join(
         f"{key} {tuple(counts.rows if d == 'rows' else d for d in spec['shape'])} {spec['dtype']}"
         for key, spec in written.manifest["keys"].items()
@@ -293,6 +333,29 @@ def run_arrays(args) -> int:
         file=sys.stderr,
     )
     return EXIT_INVALID if counts.rejected else EXIT_OK
+
+
+def _where(counts: Counts, args) -> None:
+    """The first rejected or dropped line numbers, and where to find them all."""
+    where = counts.where()
+    if where is None:
+        return
+    more = f"; all in {args.rejects}" if args.rejects not in (None, "-") else (
+        "" if args.rejects else "; --rejects FILE lists them with their reasons"
+    )
+    print(f"gemma-turns encode: {where}{more}", file=sys.stderr)
+
+
+def _check_paths(args) -> None:
+    try:
+        check_paths(
+            inputs=[args.input],
+            output=args.output,
+            sharded=args.shard_size is not None,
+            rejects=args.rejects,
+        )
+    except DatasetError as error:
+        raise CommandError(str(error)) from None
 
 
 def _too_long(args, error: SequenceTooLongError) -> int:
@@ -342,11 +405,10 @@ class ProgressBar:
             self.stream.flush()
 
 
-def _open_rejects(path: str | None, input_path: str) -> AtomicText | None:
+def _open_rejects(path: str | None) -> AtomicText | None:
     if path is None:
         return None
     try:
-        check_rejects_path(path, inputs=[input_path])
         return AtomicText(path)
     except DatasetError as error:
         raise CommandError(str(error)) from None

@@ -1,0 +1,280 @@
+"""Token sequences from files, in chunks of rows, for ``validate`` and ``inspect``.
+
+    OUT.npz, DIR    arrays written by ``encode -o``, checked against their manifest first
+                    (:func:`gemma_turns.store.open_stored`); shifted rows are rebuilt as
+                    full sequences, packed rows carry their segment ids
+    X.npy           a 1-D (one sequence) or 2-D (rows) integer array of ids
+    anything else   JSON lines: a list of ids, or ``{"input_ids", "loss_mask",
+                    "attention_mask"}`` (``-``: standard input)
+
+A :class:`Source` tells what was read (``chunks``), what its manifest says, integrity
+``problems`` (a file missing, changed or not listed), ``notices`` (what could not be
+checked), ``warnings`` (what the reader should know), and, per chunk, the
+:func:`gemma_turns.arrays.check_arrays` problems of its stored masks and positions.
+Sequences are indices from 0; sequence ``k`` of a JSONL input is its line ``k + 1``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .arrays import ArrayProblem, check_arrays
+from .errors import DatasetError
+from .store import open_stored, read_arrays, source_lookup, unshift
+
+__all__ = ["Chunk", "Source", "open_sequences"]
+
+CHUNK_ROWS = 4096
+
+
+@dataclass
+class Chunk:
+    """Rows of one input, with their masks and their indices in the input."""
+
+    ids: object  # 2-D array, or a list of 1-D arrays
+    indices: np.ndarray
+    loss_mask: object = None
+    attention_mask: object = None
+    segment_ids: object = None
+    source: Callable[[int, int], int | None] | None = None  # (row, position) -> input line
+    checks: list[ArrayProblem] = field(default_factory=list)  # rows relative to the chunk
+    stored_ids: np.ndarray | None = None  # the rows as stored (shifted rows: the inputs)
+
+
+@dataclass
+class Source:
+    """One input: its chunks, what its manifest says, and what to tell the user."""
+
+    path: str
+    chunks: Iterator[Chunk]
+    manifest: dict | None = None
+    warnings: list[str] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    bad_lines: list[str] = field(default_factory=list)  # JSONL lines that are no sequence
+    blank_lines: int = 0
+
+
+def open_sequences(path: str, *, tokenizer_sha256: str | None = None) -> Source:
+    """The sequences of the input at ``path``; DatasetError if it cannot be read at all."""
+    if path != "-" and os.path.isdir(path) or path.endswith(".npz"):
+        return _stored(path, tokenizer_sha256)
+    if path.endswith(".npy"):
+        source = Source(path, _npy_chunks(path))
+    else:
+        source = Source(path, iter(()))
+        source.chunks = _jsonl_chunks(path, source)
+    source.notices.append(
+        "ids without a manifest: their integrity, the options and the tokenizer they were "
+        "made with could not be checked"
+    )
+    return source
+
+
+def _stored(path: str, tokenizer_sha256: str | None) -> Source:
+    stored = open_stored(path)
+    if not stored.files:
+        raise DatasetError(f"{path} is a directory without .npz shards", path=path)
+    source = Source(path, iter(()), stored.manifest, problems=stored.problems, notices=stored.notices)
+    manifest = stored.manifest or {}
+    tok = manifest.get("tokenizer")
+    sha = tok.get("sha256") if isinstance(tok, dict) else manifest.get("tokenizer_sha256")
+    if tokenizer_sha256 and isinstance(sha, str) and sha != tokenizer_sha256:
+        source.warnings.append(
+            f"the manifest says these ids were made with the tokenizer sha256 {sha[:12]}..., "
+            f"but --tokenizer is {tokenizer_sha256[:12]}...: expect findings everywhere if it "
+            "is another model"
+        )
+    arrays = manifest.get("array_options")
+    arrays = arrays if isinstance(arrays, dict) else {}
+    if arrays.get("truncation") == "truncate":
+        source.warnings.append(
+            "the manifest says truncation='truncate': rows cut short end inside a turn and "
+            "are reported (unclosed_turn, bad_ending)"
+        )
+    shifted_by_us = arrays.get("shift") is True
+
+    def chunks() -> Iterator[Chunk]:
+        first = 0
+        for file, rows in stored.files:
+            try:
+                read = read_arrays(file)
+            except DatasetError:
+                if rows is None or not stored.problems:
+                    raise
+                first += rows  # a missing shard, already reported: keep the indices
+                continue
+            for chunk in _npz_chunks(file, read, first, source, shifted_by_us):
+                yield chunk
+            first += len(read["input_ids"]) if read["input_ids"].ndim == 2 else 1
+
+    source.chunks = chunks()
+    return source
+
+
+def _npz_chunks(path: Path, arrays: dict, first: int, source: Source, shifted_by_us: bool):
+    if "input_ids" not in arrays:
+        raise DatasetError(f"{path} has no input_ids array (it has {sorted(arrays)})", path=path)
+    for key, value in arrays.items():
+        if key != "source_line" and value.dtype.kind not in "iub":
+            raise DatasetError(f"{path}: {key} must hold integers, got {value.dtype}", path=path)
+    ids = arrays["input_ids"]
+    if ids.ndim == 1:
+        arrays = {key: value[None] if value.ndim == 1 else value for key, value in arrays.items()}
+        ids = arrays["input_ids"]
+    if ids.ndim != 2:
+        raise DatasetError(
+            f"{path}: input_ids must be a 2-D array of rows, got shape {ids.shape}", path=path
+        )
+    for key in ("attention_mask", "loss_mask", "segment_ids", "targets", "position_ids"):
+        if key in arrays and arrays[key].shape != ids.shape:
+            raise DatasetError(
+                f"{path}: {key} has shape {arrays[key].shape}, input_ids {ids.shape}", path=path
+            )
+    stored_ids = ids
+    loss = arrays.get("loss_mask")
+    attention = arrays.get("attention_mask")
+    segments = arrays.get("segment_ids")
+    positions = arrays.get("position_ids")
+    if "targets" in arrays:
+        if not shifted_by_us:
+            source.warnings.append(
+                f"{path.name} holds shifted rows (input_ids and targets): each sequence is "
+                "rebuilt as its inputs plus its last target, and positions count that sequence"
+            )
+        ids, loss, attention, segments = unshift(ids, arrays["targets"], loss, attention, segments)
+    line_table = arrays.get("segment_source_line" if segments is not None else "source_line")
+    raw_attention, raw_segments = arrays.get("attention_mask"), arrays.get("segment_ids")
+    for lo in range(0, len(ids), CHUNK_ROWS):
+        hi = min(len(ids), lo + CHUNK_ROWS)
+        cut = lambda value: None if value is None else value[lo:hi]  # noqa: E731
+        yield Chunk(
+            ids=ids[lo:hi],
+            indices=np.arange(first + lo, first + hi),
+            loss_mask=cut(loss),
+            attention_mask=cut(attention),
+            segment_ids=cut(segments),
+            source=source_lookup(line_table, segments, lo),
+            checks=check_arrays(
+                attention_mask=cut(raw_attention),
+                position_ids=cut(positions),
+                segment_ids=cut(raw_segments),
+            ),
+            stored_ids=stored_ids[lo:hi],
+        )
+
+
+def _npy_chunks(path: str) -> Iterator[Chunk]:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DatasetError(f"cannot read {path!r}: no such file", path=path) from None
+    except (OSError, ValueError, EOFError) as error:
+        raise DatasetError(f"{path} is not a readable .npy file ({error})", path=path) from None
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "iu" or array.ndim not in (1, 2):
+        shape = f"{array.ndim}-D {array.dtype}" if isinstance(array, np.ndarray) else "an archive"
+        raise DatasetError(
+            f"{path}: expected a 1-D or 2-D integer array of ids, got {shape}", path=path
+        )
+    if array.ndim == 1:
+        array = array[None]
+    for lo in range(0, len(array), CHUNK_ROWS):
+        hi = min(len(array), lo + CHUNK_ROWS)
+        yield Chunk(ids=array[lo:hi], indices=np.arange(lo, hi))
+
+
+@contextmanager
+def _open(path: str):
+    if path == "-":
+        yield sys.stdin.buffer
+        return
+    try:
+        handle = open(path, "rb")
+    except OSError as error:
+        raise DatasetError(f"cannot read {path!r}: {error.strerror}", path=path) from None
+    with handle:
+        yield handle
+
+
+def _jsonl_chunks(path: str, source: Source) -> Iterator[Chunk]:
+    """JSON lines; sequence ``k`` is line ``k + 1`` (blank lines keep their index). Lines
+    that are no sequence are listed in ``source.bad_lines``, and reported at the end."""
+    with _open(path) as stream:
+        rows, losses, attentions, indices = [], [], [], []
+        for number, raw in enumerate(stream, start=1):
+            if not raw.strip():
+                source.blank_lines += 1
+                continue
+            try:
+                ids, loss, attention = _jsonl_record(raw)
+            except ValueError as error:
+                source.bad_lines.append(f"line {number}: {error}")
+                continue
+            rows.append(ids)
+            losses.append(loss)
+            attentions.append(attention)
+            indices.append(number - 1)
+            if len(rows) == CHUNK_ROWS:
+                yield _jsonl_chunk(rows, losses, attentions, indices)
+                rows, losses, attentions, indices = [], [], [], []
+        if rows:
+            yield _jsonl_chunk(rows, losses, attentions, indices)
+    problems = source.bad_lines
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise DatasetError(
+            f"{len(problems)} line(s) are not token sequences ({shown}). Each line must be a "
+            'list of ids, or {"input_ids": [...], "loss_mask": [...]}',
+            path=path,
+        )
+
+
+def _jsonl_record(raw: bytes):
+    try:
+        value = json.loads(raw)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    except Exception as error:  # any parser-level failure is this line's, e.g. a huge integer
+        raise ValueError(f"not valid JSON ({error})") from None
+    loss = attention = None
+    if isinstance(value, dict):
+        if "input_ids" not in value:
+            raise ValueError(f"an object without input_ids (keys {sorted(value)[:5]})")
+        ids = value["input_ids"]
+        loss = value.get("loss_mask")
+        attention = value.get("attention_mask")
+    else:
+        ids = value
+    ids = _int_list(ids, "input_ids")
+    loss = None if loss is None else _int_list(loss, "loss_mask")
+    attention = None if attention is None else _int_list(attention, "attention_mask")
+    if attention is not None and len(attention) != len(ids):
+        raise ValueError(f"attention_mask has {len(attention)} values for {len(ids)} input_ids")
+    return ids, loss, attention
+
+
+def _int_list(value, name: str) -> np.ndarray:
+    if not isinstance(value, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in value):
+        raise ValueError(f"{name} must be a list of integers")
+    try:
+        return np.array(value, dtype=np.int64)
+    except OverflowError:
+        raise ValueError(f"{name} has an integer too large for an id") from None
+
+
+def _jsonl_chunk(rows, losses, attentions, indices) -> Chunk:
+    # a line without a mask has None in its place: its mask is not checked, its padding inferred
+    return Chunk(
+        ids=rows,
+        indices=np.array(indices, dtype=np.int64),
+        loss_mask=losses if any(loss is not None for loss in losses) else None,
+        attention_mask=attentions if any(a is not None for a in attentions) else None,
+    )
