@@ -37,7 +37,7 @@ import numpy as np
 
 from .arrays import Batch, BestFit, pack_rows, pad_batch
 from .encoder import Encoding, GemmaTokenizer
-from .errors import DatasetError, EmptyInputError
+from .errors import EmptyInputError
 from .fit import drop_oldest_turns, fit_lines
 from .jsonl import MAX_RECORD_BYTES, Line, read_lines
 from .options import ArrayOptions, EncodeOptions
