@@ -277,3 +277,21 @@ def test_mask_invariants(any_tokenizer, messages, train_on, newline):
     # every trained <end_of_turn> closes a model turn; the turn's last token is trained
     assert mask[-2] == 1 and ids[-2] == tok.specials.end_of_turn
     assert mask[-1] == int(newline)
+
+
+def test_an_abandoned_stream_is_closed_without_waiting(fixture_tokenizer):
+    """Closing a stream half-way (as the garbage collector does, in any thread) returns at
+    once: it must never join the encoding threads, which deadlocks inside a starting thread."""
+    import threading
+
+    messages = [{"role": "user", "content": "Hi"}, {"role": "model", "content": "Hello"}]
+    stream = fixture_tokenizer.try_encode_chat_batches(iter([[messages]] * 50), mode="training", num_threads=2)
+    next(stream)
+    joins = []
+    original = threading.Thread.join
+    threading.Thread.join = lambda self, *a, **k: joins.append(self) or original(self, *a, **k)
+    try:
+        stream.close()
+    finally:
+        threading.Thread.join = original
+    assert joins == []

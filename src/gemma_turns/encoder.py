@@ -369,7 +369,8 @@ class GemmaTokenizer:
         thread, say) holds up no other, as the split of one call across threads would.
         """
         workers = num_threads if num_threads and num_threads > 0 else (os.cpu_count() or 1)
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+        pool = ThreadPoolExecutor(max_workers=workers)
+        try:
             pending: deque = deque()
             for plans, texts in planned:
                 pending.append((plans, texts, pool.submit(self._encode_texts, texts)))
@@ -379,6 +380,11 @@ class GemmaTokenizer:
             while pending:
                 plans, texts, encoding = pending.popleft()
                 yield self._build(plans, self._segments.keep(texts, encoding.result()))
+        finally:
+            # Never wait for the workers here: a stream abandoned half-way is closed by the
+            # garbage collector, in whatever thread it runs (even one that is starting and
+            # holds threading's locks), and joining there deadlocks. Idle workers exit alone.
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def _encoded(self, texts: _Texts) -> list[np.ndarray]:
         """:meth:`_encode_texts` in this thread, remembering the segments worth it."""

@@ -104,6 +104,7 @@ def build_manifest(
             "path": tokenizer.path,
             "sha256": tokenizer.sha256,
             "vocab_size": tokenizer.vocab_size,
+            "dialect": tokenizer.dialect.name,
             "specials": tokenizer.specials.as_dict(),
         },
         "encode_options": encode_options.as_dict(),

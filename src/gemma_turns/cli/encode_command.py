@@ -11,11 +11,14 @@ import time
 
 from ..dataset import BLOCK_ROWS, block_bytes, write_dataset
 from ..errors import DatasetError, EmptyInputError, SequenceTooLongError
+from ..fit import check_dialect
+from ..formatter import missing_checkpoint
 from ..jsonl import MAX_RECORD_BYTES, read_lines
 from ..options import ArrayOptions, EncodeOptions
 from ..records import Counts
 from ..store import AtomicText, check_paths
 from ..streaming import encode_lines
+from .chat_flags import add_chat_flags, chat_keywords
 from .common import (
     EXIT_INTERRUPTED,
     EXIT_INVALID,
@@ -59,6 +62,7 @@ def register(subparsers) -> None:
         "--tokenizer", required=True, metavar="MODEL", help="SentencePiece tokenizer.model"
     )
     add_encode_options(parser)
+    add_chat_flags(parser)
     add_array_options(parser)
     parser.set_defaults(run=run)
 
@@ -175,14 +179,25 @@ def add_array_options(parser) -> None:
     )
 
 
-def encode_options(args) -> EncodeOptions:
-    return EncodeOptions(
-        mode=args.mode,
-        train_on=args.train_on,
-        train_newline=args.train_newline,
-        reserved=args.reserved,
-        add_eos=args.add_eos,
-    )
+def encode_options(args, tokenizer) -> EncodeOptions:
+    """The options of the flags, checked against the model's dialect before any work."""
+    try:
+        options = EncodeOptions(
+            mode=args.mode,
+            train_on=args.train_on,
+            train_newline=args.train_newline,
+            reserved=args.reserved,
+            add_eos=args.add_eos,
+            **chat_keywords(args),
+        )
+        dialect = tokenizer.dialect
+        checkpoint = dialect.checkpoint(options.checkpoint)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    needs_prompt = options.mode == "inference" and not options.enable_thinking
+    if dialect.checkpoints and checkpoint is None and needs_prompt:
+        raise CommandError(missing_checkpoint(dialect))
+    return options
 
 
 def array_options(args) -> ArrayOptions:
@@ -239,6 +254,7 @@ def run_jsonl(args) -> int:
         )
     _check_paths(args)
     tokenizer = load_tokenizer(args.tokenizer)
+    options = encode_options(args, tokenizer)
     counts = Counts()
     write = sys.stdout.write
     rejects = _open_rejects(args.rejects)
@@ -247,7 +263,7 @@ def run_jsonl(args) -> int:
             records = encode_lines(
                 tokenizer,
                 read_lines(stream, max_record_bytes=args.max_record_bytes),
-                encode_options(args),
+                options,
                 num_threads=args.threads,
             )
             for record in records:
@@ -279,6 +295,12 @@ def run_arrays(args) -> int:
     options = array_options(args)
     _check_paths(args)
     tokenizer = load_tokenizer(args.tokenizer)
+    chat = encode_options(args, tokenizer)
+    if options.truncation == "drop_oldest_turns":
+        try:
+            check_dialect(tokenizer)
+        except ValueError as error:
+            raise CommandError(_flags(str(error))) from None
     with open_input(args.input) as stream:
         progress = (
             ProgressBar(sys.stderr, total_bytes=_file_size(stream))
@@ -290,7 +312,7 @@ def run_arrays(args) -> int:
                 tokenizer,
                 stream,
                 args.output,
-                encode_options=encode_options(args),
+                encode_options=chat,
                 array_options=options,
                 shard_size=args.shard_size,
                 rejects=args.rejects,
