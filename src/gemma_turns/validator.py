@@ -27,6 +27,7 @@ from typing import Literal
 
 import numpy as np
 
+from .body_rules import refine_messages, trained_holes, whitespace_in_bodies
 from .findings import (
     BLOCKING,
     ENDINGS,
@@ -38,6 +39,7 @@ from .findings import (
     Findings,
     Report,
 )
+from .dialect_check import mismatch
 from .layout import Layout, vocab_of
 from .shapes import int_array, prepare
 
@@ -71,6 +73,7 @@ def validate(
     canonical: bool = True,
     max_findings: int | None = None,
     num_threads: int | None = None,
+    checkpoint: str | None = None,
 ) -> Report:
     """Check token sequences made for ``tokenizer`` (a GemmaTokenizer) and report every finding.
 
@@ -94,6 +97,11 @@ def validate(
 
     ``canonical``: re-encode each text run and compare (slower: a SentencePiece encode of all
     the text). ``max_findings`` caps the findings listed (every one is still counted).
+
+    ``checkpoint`` (Gemma 4: ``e2b`` ... ``31b``, as ``EncodeOptions.checkpoint``): the model
+    whose generation prompt is expected; None accepts either form. Endings named in
+    ``endings`` stand for every form the dialect makes of them (``generation_prompt`` also
+    the large checkpoints' prompt, the prompt after tool results and the hand-over).
     """
     if expect is not None and expect not in EXPECTED_ENDINGS:
         raise ValueError(f"expect must be 'inference', 'training', 'pt' or None, got {expect!r}")
@@ -104,6 +112,7 @@ def validate(
         if unknown:
             raise ValueError(f"unknown endings {sorted(unknown)}; choose from {sorted(ENDINGS)}")
     vocab = vocab_of(tokenizer)
+    named = tokenizer.dialect.checkpoint(checkpoint)
     units = prepare(sequences, loss_mask, attention_mask, segment_ids, vocab.pad)
     check = _Check(
         units,
@@ -112,6 +121,7 @@ def validate(
         endings=None if endings is None else frozenset(endings),
         train_on=train_on,
         train_newline=train_newline,
+        checkpoint=named,
     )
     check.run(canonical=canonical, num_threads=num_threads)
     return check.findings.report(max_findings)
@@ -178,7 +188,7 @@ class _Check:
     Hits stay arrays in ``findings`` until the report shows them.
     """
 
-    def __init__(self, units, tokenizer, *, expect, endings, train_on, train_newline):
+    def __init__(self, units, tokenizer, *, expect, endings, train_on, train_newline, checkpoint=None):
         self.batch = units
         self.tokenizer = tokenizer
         self.vocab = vocab_of(tokenizer)
@@ -187,8 +197,9 @@ class _Check:
         self.train_newline = train_newline
         self.findings = Findings(units, self.vocab.show)
         self.hit = self.findings.hit
-        self.layout = Layout(units, self.vocab, self.findings, expect=expect, endings=endings)
+        self.layout = Layout(units, self.vocab, self.findings, expect=expect, endings=endings, checkpoint=checkpoint)
         self.token_rules()
+        mismatch(self.layout, tokenizer)
 
     @property
     def blocked(self) -> np.ndarray:
@@ -305,6 +316,11 @@ class _Check:
     # -- trimmed content
 
     def whitespace(self) -> None:
+        if self.layout.blocks is not None:
+            return whitespace_in_bodies(self)
+        return self._whitespace()
+
+    def _whitespace(self) -> None:
         """Content segments (text between a header, image markers and <end_of_turn>) must be
         trimmed, as the formatter trims them; the first user turn may open with a system text."""
         b, v = self.batch, self.vocab
@@ -408,14 +424,16 @@ class _Check:
         candidates = []
         for train_on in train_ons:
             trained_turn = model_turn & (last_model if train_on == "last" else True)
+            # what a tool writes inside trained turns: spans given backwards, so they subtract
+            hole_starts, hole_stops, hole_units, trained_turn = trained_holes(lay, trained_turn)
             for newline in newlines:
                 stop = content_end + closed + (newline & newline_after)
                 candidates.append(
                     (
                         (train_on, newline),
-                        np.concatenate([content_start[trained_turn], b.starts[pt_units] + 1]),
-                        np.concatenate([stop[trained_turn], b.ends[pt_units]]),
-                        np.concatenate([sot_unit[trained_turn], pt_units]),
+                        np.concatenate([content_start[trained_turn], b.starts[pt_units] + 1, hole_stops]),
+                        np.concatenate([stop[trained_turn], b.ends[pt_units], hole_starts]),
+                        np.concatenate([sot_unit[trained_turn], pt_units, hole_units]),
                         trained_turn,
                     )
                 )
@@ -502,6 +520,8 @@ class _Check:
         )
         if want == 0 and part.startswith(("the role header", "<start_of_turn>", "BOS")):
             text += " (headers and BOS are never trained)"
+        if self.layout.blocks is not None:
+            text = refine_messages(self.layout, start, want, text)
         if unknown:
             train_on, newline = names[int(chosen[unit])]
             text += f" (options unknown: compared with the closest legal mask, train_on={train_on!r}, train_newline={newline})"

@@ -1,0 +1,403 @@
+"""Read turn bodies back where the dialect has thinking and tools (Gemma 4): thought channels,
+declarations, calls, results and media, beside the turn layout.
+
+    Layout (turns, roles) + the structural marks of every chat unit
+      -> Blocks: per mark its kind, its turn's role, the previous structural mark and whether
+                 text lies between; blocks (open/close pairs); calls grouped with the results
+                 that answer them; how an open model turn ends
+
+Placement is one table lookup, ``LEGAL[role, previous kind, text between, kind]``, over all
+marks at once (no loop per mark). Python runs only per block body decoded for the tool-syntax
+and thought checks, and per finding. The grammar the table encodes, per turn:
+
+    system:  [<|think|>\\n] text (<|tool>DECL<tool|>)*
+    user:    (text | media)*
+    model:   messages, each [<|channel>thought\\n...\\n<channel|>] [<|tool_call>..<tool_call|>+
+             (<|tool_response>..<tool_response|> media*)+ | text <|tool_response> at the end]
+             text; consecutive messages' text joins
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .chat_format import Marker
+from .tool_syntax import UNDELIMITED, read_value
+
+__all__ = ["Blocks", "KIND_OF", "OPEN", "CLOSE", "kind_table"]
+
+(OPEN, CLOSE, THINK, CH_O, CH_C, TOOL_O, TOOL_C, CALL_O, CALL_C, RESP_O, RESP_C, MEDIA, HANDOVER, QUOTE, START) = range(15)
+SYSTEM, USER, MODEL, OUTSIDE = range(4)
+ROLE_NAMES = ("system", "user", "model", "")
+KIND_OF = {
+    Marker.TURN_OPEN: OPEN,
+    Marker.TURN_CLOSE: CLOSE,
+    Marker.THINK: THINK,
+    Marker.CHANNEL_OPEN: CH_O,
+    Marker.CHANNEL_CLOSE: CH_C,
+    Marker.TOOL_OPEN: TOOL_O,
+    Marker.TOOL_CLOSE: TOOL_C,
+    Marker.CALL_OPEN: CALL_O,
+    Marker.CALL_CLOSE: CALL_C,
+    Marker.RESPONSE_OPEN: RESP_O,
+    Marker.RESPONSE_CLOSE: RESP_C,
+    Marker.QUOTE: QUOTE,
+}
+BODIES = {TOOL_O: (TOOL_C, "declaration:"), CALL_O: (CALL_C, "call:"), RESP_O: (RESP_C, "response:")}
+OPENERS = (CH_O, TOOL_O, CALL_O, RESP_O)
+
+
+def _legal_table() -> np.ndarray:
+    table = np.zeros((4, 15, 2, 14), dtype=bool)
+
+    def allow(role, previous, texts, kinds):
+        for p in previous:
+            for t in texts:
+                table[role, p, t, list(kinds)] = True
+
+    both = (0, 1)
+    allow(SYSTEM, [OPEN], [0], [THINK])
+    allow(SYSTEM, [OPEN, THINK], both, [TOOL_O, CLOSE])
+    allow(SYSTEM, [TOOL_O], [1], [TOOL_C])
+    allow(SYSTEM, [TOOL_C], [0], [TOOL_O, CLOSE])
+    allow(USER, [OPEN, MEDIA], both, [MEDIA, CLOSE])
+    allow(MODEL, [OPEN, CH_C, RESP_C, MEDIA], both, [CH_O, CALL_O, CLOSE])
+    allow(MODEL, [RESP_C, MEDIA], [0], [RESP_O, MEDIA])
+    allow(MODEL, [CH_O], [1], [CH_C])
+    allow(MODEL, [CALL_O], [1], [CALL_C])
+    allow(MODEL, [CALL_C], [0], [CALL_O, RESP_O])
+    allow(MODEL, [CALL_C], both, [HANDOVER])
+    allow(MODEL, [RESP_O], [1], [RESP_C])
+    return table
+
+
+LEGAL = _legal_table()
+
+
+def kind_table(vocab, markers) -> np.ndarray:
+    """Kind of every id (one entry past the vocabulary for out-of-range ids): -1 for text."""
+    table = np.full(vocab.size + 1, -1, dtype=np.int8)
+    for marker, token_id in markers.items():
+        if marker in KIND_OF:
+            table[token_id] = KIND_OF[marker]
+    table[vocab.media] = MEDIA
+    return table
+
+
+class Blocks:
+    """The bodies of the turns of a :class:`~gemma_turns.layout.Layout` whose dialect has tools.
+
+    ``pos``/``kind``/``unit``/``role``/``prev``/``text``: every structural mark of the chat
+    units (quotes apart), in order. ``thinking[u]``: unit ``u`` switches thinking on.
+    ``holes``: ``(starts, stops)`` of what a tool writes inside model turns (never trained).
+    """
+
+    def __init__(self, layout):
+        self.layout = layout
+        lay, v, b = layout, layout.vocab, layout.units
+        self.vocab, self.units = v, b
+        self.prompt_channel: dict[int, int] = {}  # unit -> its thinking prompt's <|channel>
+        hit = layout.findings.hit
+        kinds = v.lookup(v.kind, lay.mark_ids)
+        chat = lay.chat[lay.mark_unit]
+        structural = chat & (kinds >= 0) & (kinds != QUOTE)
+        pos, kind, unit = lay.marks[structural], kinds[structural].astype(np.int64), lay.mark_unit[structural]
+        kind[(kind == RESP_O) & (pos == b.ends[unit] - 1)] = HANDOVER
+        self.pos, self.kind, self.unit = pos, kind, unit
+        n = len(pos)
+        first = np.r_[True, unit[1:] != unit[:-1]] if n else np.zeros(0, bool)
+        prev = np.where(first, START, np.r_[START, kind[:-1]]) if n else np.zeros(0, np.int64)
+        prev_pos = np.r_[-1, pos[:-1]] if n else np.zeros(0, np.int64)
+        gap = pos - prev_pos - 1 - np.where(prev == OPEN, 2, 0) - np.where(prev == THINK, 1, 0)
+        self.prev, self.text = prev, (gap > 0).astype(np.int64)
+        # the turn each mark lies in (OUTSIDE after its closing marker, or before any turn)
+        turn = np.searchsorted(lay.opens, pos, side="right") - 1
+        t = np.maximum(turn, 0)
+        inside = (turn >= 0) & (lay.open_unit[t] == unit) & (pos <= lay.content_end[t]) if len(lay.opens) else turn >= 0
+        role_code = v.lookup(v.role_code, lay.role[t]) if len(lay.opens) else np.zeros(n, np.int64)
+        self.turn = np.where(inside, turn, -1)
+        self.role = np.where(inside, role_code, OUTSIDE).astype(np.int64)
+        self.thinking = self._thinking()
+        self._placement(hit)
+        self._quotes(hit)
+        self._system_first(hit)
+        self._bodies(hit)
+        self._results(hit)
+
+    # -- rules
+
+    def _thinking(self) -> np.ndarray:
+        lay, v = self.layout, self.vocab
+        first = (lay.turn_in_unit == 0) & (lay.role == v.roles["system"])
+        opens = lay.opens[first]
+        on = self.units.at(opens, 3, lay.open_unit[first]) == v.think
+        thinking = np.zeros(len(self.units.starts), dtype=bool)
+        thinking[lay.open_unit[first][on]] = True
+        return thinking
+
+    def _placement(self, hit) -> None:
+        role, prev, text, kind = self.role, self.prev, self.text, self.kind
+        judged = (kind != OPEN) & (role != OUTSIDE) & ~((kind == CLOSE) & np.isin(prev, [CLOSE, START]))
+        bad = judged & ~LEGAL[role, prev, text, np.minimum(kind, QUOTE)]
+        where = np.flatnonzero(bad)
+        hit(
+            "misplaced_marker",
+            self.pos[where],
+            lambda k, w=where: self._why(int(role[w[k]]), int(prev[w[k]]), int(text[w[k]]), int(kind[w[k]]), int(w[k])),
+        )
+        # <|think|> must be followed by its \n
+        think = np.flatnonzero((kind == THINK) & ~bad)
+        after = self.units.at(self.pos[think], 1, self.unit[think])
+        wrong = think[after != self.vocab.newline]
+        hit(
+            "misplaced_marker",
+            self.pos[wrong] + 1,
+            lambda k: ("<|think|> must be followed by \\n", f"\\n (id {self.vocab.newline})"),
+            units=self.unit[wrong],
+        )
+
+    def _quotes(self, hit) -> None:
+        lay, v = self.layout, self.vocab
+        is_quote = (lay.mark_ids == v.quote) & lay.chat[lay.mark_unit]
+        quotes, quote_unit = lay.marks[is_quote], lay.mark_unit[is_quote]
+        self.quotes = quotes
+        before = np.searchsorted(self.pos, quotes) - 1
+        b = np.maximum(before, 0)
+        ok = (before >= 0) & (self.unit[b] == quote_unit) & np.isin(self.kind[b], [TOOL_O, CALL_O, RESP_O]) if len(self.pos) else np.zeros(len(quotes), bool)
+        ok &= (self.role[b] != OUTSIDE) if len(self.pos) else ok
+        hit(
+            "misplaced_marker",
+            quotes[~ok],
+            lambda k: (
+                '<|"|> outside a declaration, call or result: it quotes strings in Gemma\'s tool syntax only',
+                'text; a <|"|> spelled in content is escaped (reserved="escape")',
+            ),
+        )
+
+    def _system_first(self, hit) -> None:
+        lay, v = self.layout, self.vocab
+        late = np.flatnonzero((lay.role == v.roles["system"]) & (lay.turn_in_unit > 0))
+        hit(
+            "misplaced_system",
+            lay.opens[late] + 1,
+            lambda k: (
+                "a system turn after the first turn: the format has one system turn, first "
+                "(a later system or developer message has no place in it)",
+                "the user or model role",
+            ),
+        )
+
+    def _bodies(self, hit) -> None:
+        """Blocks: an opening mark followed by its closing one. Thought text is checked, and
+        declaration, call and result bodies are read back as Gemma's tool syntax."""
+        kind, pos, unit = self.kind, self.pos, self.unit
+        n = len(kind)
+        nxt = np.r_[kind[1:], START] if n else np.zeros(0, np.int64)
+        same = np.r_[unit[1:] == unit[:-1], False] if n else np.zeros(0, bool)
+        pair = same & (
+            ((kind == CH_O) & (nxt == CH_C))
+            | ((kind == TOOL_O) & (nxt == TOOL_C))
+            | ((kind == CALL_O) & (nxt == CALL_C))
+            | ((kind == RESP_O) & (nxt == RESP_C))
+        )
+        self.block = np.flatnonzero(pair)  # index of each block's opening mark
+        opens, closes = pos[self.block], pos[self.block + 1]
+        self.block_open, self.block_close, self.block_kind = opens, closes, kind[self.block]
+        flat, decode = self.units.flat, self.vocab.decode
+        thought = self.block_kind == CH_O
+        if thought.any():
+            texts = decode([flat[a + 1 : z].tolist() for a, z in zip(opens[thought], closes[thought])])
+            index = self.block[thought]
+            # the large checkpoints' prompt: an empty channel right after the header, at the end
+            prompt = (self.prev[index] == OPEN) & (self.text[index] == 0) & (closes[thought] == self.units.ends[unit[index]] - 1)
+            bad = [
+                k
+                for k, t in enumerate(texts)
+                if not (t.startswith("thought\n") and t.endswith("\n") and len(t) > 9) and not (prompt[k] and t == "thought\n")
+            ]
+            where = opens[thought][bad]
+            hit(
+                "bad_thought",
+                where + 1,
+                lambda k, t=[texts[j] for j in bad]: (
+                    f"the thought channel holds {_clip(t[k])!r}; the format writes 'thought\\n', "
+                    "the reasoning (not empty), then '\\n'",
+                    "thought\\n ... \\n before <channel|>",
+                ),
+            )
+        body = np.flatnonzero(~thought)
+        self.values = {}
+        if len(body) == 0:
+            return
+        items = self._items(opens[body], closes[body])
+        errors, where = [], []
+        for k, block_items in zip(body.tolist(), items):
+            prefix = BODIES[int(self.block_kind[k])][1]
+            try:
+                name, value = read_value(block_items, prefix=prefix)
+                if not name or name != name.strip() or UNDELIMITED.search(name):
+                    raise ValueError(f"the name {name!r} is not a tool name")
+            except (ValueError, IndexError, RecursionError) as error:
+                errors.append((prefix, str(error)))
+                where.append(int(opens[k]))
+                continue
+            self.values[int(opens[k])] = (name, value)
+        hit(
+            "bad_tool_syntax",
+            np.array(where, dtype=np.int64),
+            lambda k: (
+                f"the {errors[k][0].rstrip(':')} cannot be read back as Gemma's tool syntax: {errors[k][1]}",
+                f'{errors[k][0]}NAME{{key:value,...}} with strings between <|"|> pairs',
+            ),
+        )
+
+    def _items(self, opens: np.ndarray, closes: np.ndarray) -> list[list]:
+        """Text and quote items of each body, decoded in one batch."""
+        quotes = self.quotes
+        lo, hi = np.searchsorted(quotes, opens), np.searchsorted(quotes, closes)
+        runs, shape = [], []
+        flat = self.units.flat
+        for a, z, q0, q1 in zip(opens.tolist(), closes.tolist(), lo.tolist(), hi.tolist()):
+            cuts = [a, *quotes[q0:q1].tolist(), z]
+            shape.append(len(cuts) - 1)
+            runs.extend(flat[cuts[j] + 1 : cuts[j + 1]].tolist() for j in range(len(cuts) - 1))
+        texts = iter(self.vocab.decode(runs) if runs else [])
+        out = []
+        for segments in shape:
+            block: list = []
+            for j in range(segments):
+                if j:
+                    block.append(Marker.QUOTE)
+                text = next(texts)
+                if text:
+                    block.append(text)
+            out.append(block)
+        return out
+
+    def _results(self, hit) -> None:
+        """Calls grouped (consecutive calls of one message) with the results that answer them;
+        what a tool writes (after the hand-over through the last result and its media) is a hole
+        in the trained span."""
+        kind, pos, prev, text, role = self.kind, self.pos, self.prev, self.text, self.role
+        model = role == MODEL
+        calls = np.flatnonzero(model & (kind == CALL_O))
+        starts_group = ~((prev[calls] == CALL_C) & (text[calls] == 0))
+        group_of_call = np.cumsum(starts_group) - 1
+        groups = int(starts_group.sum())
+        answer = np.flatnonzero(model & np.isin(kind, [RESP_O, RESP_C, MEDIA, HANDOVER]))
+        latest = np.searchsorted(calls, answer) - 1
+        answer, latest = answer[latest >= 0], latest[latest >= 0]
+        answer = answer[self.turn[calls[latest]] == self.turn[answer]] if len(answer) else answer
+        latest = np.searchsorted(calls, answer) - 1
+        group = group_of_call[latest] if len(latest) else np.zeros(0, np.int64)
+        n_calls = np.bincount(group_of_call, minlength=groups)
+        is_result = kind[answer] == RESP_O
+        n_results = np.bincount(group[is_result], minlength=groups)
+        first_call = calls[starts_group]
+        wrong = np.flatnonzero((n_results > 0) & (n_results != n_calls))
+        hit(
+            "unbalanced_results",
+            pos[first_call[wrong]],
+            lambda k, c=n_calls[wrong], r=n_results[wrong]: (
+                f"{c[k]} tool call{'s' if c[k] > 1 else ''} here, but {r[k]} result{'s' if r[k] > 1 else ''} "
+                "follow; every call gets one <|tool_response>...<tool_response|>, in order",
+                f"{c[k]} result{'s' if c[k] > 1 else ''}",
+            ),
+        )
+        hole_start = np.full(groups, np.iinfo(np.int64).max)
+        hole_stop = np.full(groups, -1)
+        results = answer[is_result]
+        np.minimum.at(hole_start, group[is_result], pos[results] + 1)
+        ends = np.isin(kind[answer], [RESP_C, MEDIA])
+        np.maximum.at(hole_stop, group[ends], pos[answer[ends]] + 1)
+        has = hole_stop > hole_start
+        self.hole_starts, self.hole_stops = hole_start[has], hole_stop[has]
+        self.hole_units = self.unit[first_call[has]]
+        self.hole_turns = self.turn[first_call[has]]
+
+    # -- endings of open model turns
+
+    def open_endings(self, units: np.ndarray, last_open: np.ndarray) -> np.ndarray:
+        """How each unit that ends inside the turn opened at ``last_open`` ends: a name from
+        ENDINGS, or "" (truncated, or inside a block)."""
+        v, b = self.vocab, self.units
+        flat = b.flat
+        out = np.full(len(units), "", dtype=object)
+        if len(units) == 0:
+            return out
+        end = b.ends[units]
+        model = b.at(last_open, 1, units) == v.model
+        header = b.at(last_open, 2, units) == v.header_end
+        last = np.searchsorted(self.pos, end) - 1
+        li = np.maximum(last, 0)
+        has = (last >= 0) & (self.unit[li] == units) if len(self.pos) else np.zeros(len(units), bool)
+        k = np.where(has, self.kind[li], START)
+        p = np.where(has, self.pos[li], -1)
+        pk = np.where(has, self.prev[li], START)
+        thought = v.thought
+        t = len(thought)
+
+        def spells_thought(after):
+            ok = after + t < end + 1
+            for j in range(t):
+                ok &= flat[np.minimum(after + j, len(flat) - 1)] == thought[j]
+            return ok
+
+        ok = model & header
+        out[ok & (k == OPEN) & (last_open + 3 == end)] = "generation_prompt"
+        empty = ok & (k == CH_C) & (pk == CH_O) & (p == end - 1) & (p == last_open + 4 + t)
+        empty &= (flat[np.minimum(last_open + 3, len(flat) - 1)] == v.markers[Marker.CHANNEL_OPEN]) & spells_thought(last_open + 4)
+        out[empty] = "empty_thought_prompt"
+        out[ok & (k == HANDOVER)] = "hand_over"
+        out[ok & np.isin(k, [RESP_C, MEDIA]) & (p == end - 1)] = "after_results"
+        prev_of = np.where(has & (li > 0), self.kind[np.maximum(li - 1, 0)], START)
+        gap_ok = self.text[li] == 0 if len(self.pos) else np.zeros(len(units), bool)
+        thinking_prompt = ok & (k == CH_O) & np.isin(prev_of, [RESP_C, MEDIA]) & gap_ok & (p + 1 + t == end)
+        thinking_prompt &= spells_thought(p + 1)
+        out[thinking_prompt] = "thought_after_results"
+        self.prompt_channel.update((int(u), int(q)) for u, q in zip(units[thinking_prompt], p[thinking_prompt]))
+        return out
+
+    # -- messages
+
+    def _why(self, role: int, prev: int, text: int, kind: int, index: int) -> tuple[str, str]:
+        name = self.vocab.kind_name
+        where = {START: "at the start", OPEN: "right after the turn header"}.get(prev, f"after {name(prev)}")
+        if text and prev not in (START,):
+            where += " and text"
+        allowed = [name(k) for k in np.flatnonzero(LEGAL[role, prev, text]) if k != HANDOVER]
+        if LEGAL[role, prev, text, HANDOVER]:
+            allowed.append("<|tool_response> ending the sequence (the hand-over)")
+        expected = " or ".join(allowed) if allowed else f"nothing: {name(prev)} cannot be followed by text"
+        where_role = f"in a {ROLE_NAMES[role]} turn"
+        if prev in OPENERS and kind != {CH_O: CH_C, TOOL_O: TOOL_C, CALL_O: CALL_C, RESP_O: RESP_C}[prev]:
+            reason = f"the {name(prev)} block opened at position {self._row_position(index - 1)} is never closed"
+        elif kind == THINK:
+            reason = "<|think|> belongs only at the very start of the system turn"
+        elif kind in (TOOL_O, TOOL_C) and role != SYSTEM:
+            reason = "tool declarations belong in the system turn"
+        elif kind in (CH_O, CH_C, CALL_O, CALL_C, RESP_O, RESP_C, HANDOVER) and role != MODEL:
+            reason = "thought channels, tool calls and results belong in model turns"
+        elif kind == MEDIA and role != USER:
+            reason = "media markers belong in user turns, and in model turns right after a tool's result"
+        elif kind in (CH_C, TOOL_C, CALL_C, RESP_C) and prev not in OPENERS:
+            reason = f"{name(kind)} closes no open block"
+        elif prev == CALL_C:
+            reason = "calls are followed by their results, or by the hand-over <|tool_response> that ends the sequence"
+        elif kind == HANDOVER:
+            reason = "the sequence ends inside a tool result (a <|tool_response> never closed)"
+        elif kind == RESP_O:
+            reason = "a tool result follows its call or the previous result directly"
+        else:
+            reason = "the format has no place for it here"
+        kind_text = "<|tool_response> at the end" if kind == HANDOVER else name(kind)
+        return f"{kind_text} {where} {where_role}: {reason}", expected
+
+    def _row_position(self, index: int) -> int:
+        b = self.units
+        unit = int(self.unit[index])
+        return int(self.pos[index] - b.starts[unit] + b.offsets[unit])
+
+
+def _clip(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
