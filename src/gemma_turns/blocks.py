@@ -358,6 +358,26 @@ class Blocks:
         self.prompt_channel.update((int(u), int(q)) for u, q in zip(units[thinking_prompt], p[thinking_prompt]))
         return out
 
+    # -- labels (inspect)
+
+    def parts(self) -> np.ndarray:
+        """Per position of ``flat``: which body part it is (``thought``, ``declaration``,
+        ``call``, ``result``, ``hand-over``, ``think``, ``media``), "" elsewhere. For display."""
+        out = np.full(len(self.units.flat), "", dtype=object)
+        names = {CH_O: "thought", TOOL_O: "declaration", CALL_O: "call", RESP_O: "result"}
+        for a, z, kind in zip(self.block_open.tolist(), self.block_close.tolist(), self.block_kind.tolist()):
+            out[a : z + 1] = names[kind]
+        for a, z in zip(self.hole_starts.tolist(), self.hole_stops.tolist()):
+            out[a:z] = "result"
+        kind = self.kind
+        out[self.pos[kind == THINK]] = "think"
+        out[self.pos[kind == MEDIA]] = np.where(self.role[kind == MEDIA] == MODEL, "result", "media")
+        hand_over = (kind == HANDOVER) | ((kind == RESP_O) & (self.prev == CALL_C) & (self.text == 0))
+        out[self.pos[hand_over]] = "hand-over"
+        for unit, channel in self.prompt_channel.items():
+            out[channel : self.units.ends[unit]] = "prompt"
+        return out
+
     # -- messages
 
     def _why(self, role: int, prev: int, text: int, kind: int, index: int) -> tuple[str, str]:

@@ -613,6 +613,7 @@ class Layout:
     def labels(self) -> list[tuple[str, str]]:
         """``(role, part)`` of every position of ``flat`` (see validator.label_tokens)."""
         b, v, parts = self.units, self.vocab, self.parts
+        inner = self.blocks.parts() if self.blocks is not None else None
         out = []
         for i in range(len(b.flat)):
             token = int(b.flat[i])
@@ -626,7 +627,7 @@ class Layout:
                     out.append(("text", "content"))
                 continue
             unit = self.unit_of[i]
-            prompt_open = self.ending[unit] == "generation_prompt"
+            prompt_open = self.ending[unit] in ("generation_prompt", "empty_thought_prompt")
             if i == self.unit_start[i] and token == v.bos:
                 out.append(("", "bos"))
             elif self.is_open[i]:
@@ -634,7 +635,10 @@ class Layout:
             elif parts.header[i]:
                 out.append((role, "prompt" if prompt_open and parts.last_open[i] == self.last_marker[unit] else "header"))
             elif parts.content[i]:
-                out.append((role, "content"))
+                if prompt_open and parts.last_open[i] == self.last_marker[unit]:
+                    out.append((role, "prompt"))  # the large checkpoints' empty thought channel
+                else:
+                    out.append((role, inner[i] if inner is not None and inner[i] else "content"))
             elif parts.closing[i]:
                 out.append((role, "marker"))
             elif parts.after_newline[i]:

@@ -160,8 +160,10 @@ def label_tokens(
 
     role: a role of the dialect (``user``, ``model``), ``text`` (PT) or ``""``; part: ``bos``,
     ``marker``, ``header``, ``content``, ``newline`` (after the closing marker), ``prompt``
-    (the generation prompt), ``eos``, ``outside`` (in no turn) or ``pad``. Masks as in
-    :func:`validate`.
+    (the generation prompt), ``eos``, ``outside`` (in no turn) or ``pad``; in Gemma 4 also
+    ``think``, ``declaration``, ``thought``, ``call``, ``hand-over`` (the trained
+    ``<|tool_response>`` after calls), ``result`` (what a tool wrote) and ``media``. Masks as
+    in :func:`validate`.
     """
     row = int_array(ids, "ids")
     if row.ndim != 1:
@@ -268,11 +270,23 @@ class _Check:
             ),
         )
         where_text_bos = np.flatnonzero(lay.text_bos)
+        doubled = lay.starts_with_bos[where_text_bos]
+        precise = v.dialect.tools  # Gemma 4: name the pipeline that makes each form
         self.hit(
             "text_bos",
             lay.first_content[where_text_bos],
             lambda k: (
-                "BOS spelled as text at the start: a template wrote '<bos>' into the text, "
+                (
+                    "doubled BOS: the BOS id, then '<bos>' as text: the chat template's text (which "
+                    "starts with '<bos>') was tokenized with add_special_tokens=True; tokenize the "
+                    "template's text with add_special_tokens=False, or let apply_chat_template tokenize"
+                    if doubled[k]
+                    else "BOS spelled as text and no BOS id: the template's '<bos>' text was tokenized "
+                    "as plain pieces (a CONTROL piece never comes from text); drop '<bos>' from the "
+                    "text and insert the BOS id as an integer"
+                )
+                if precise
+                else "BOS spelled as text at the start: a template wrote '<bos>' into the text, "
                 "which the tokenizer encodes as plain pieces; remove it from the template and "
                 "insert the BOS id as an integer",
                 f"<bos> as its id {v.bos}, once, at position 0",
@@ -281,17 +295,29 @@ class _Check:
         )
         eos_bad = is_eos & (chat_mark | (marks != ends[unit] - 1))
         close = v.close_piece
+        # Gemma 4: an EOS that ends a turn (before its \n, or at the end) stands for <turn|>
+        as_close = np.zeros(int(eos_bad.sum()), bool)
+        if v.dialect.tools and as_close.size:
+            where = marks[eos_bad]
+            after = b.at(where, 1, unit[eos_bad])
+            as_close = chat_mark[eos_bad] & ((after == v.newline) | (after < 0))
         self.hit(
             "eos_inside",
             marks[eos_bad],
             lambda k, in_chat=chat_mark[eos_bad]: (
                 (
+                    f"EOS where {close} belongs: a template or collator closed the turn with the "
+                    f"tokenizer's eos_token; Gemma 4 turns end with {close}\\n, and the model must "
+                    f"learn {close} to stop"
+                )
+                if as_close[k]
+                else (
                     f"EOS in a chat sequence: Gemma chat sequences end with {close}\\n "
                     "(or the generation prompt), never with <eos>"
                 )
                 if in_chat[k]
                 else "EOS before the end of a PT text",
-                "no <eos> here",
+                f"{close} (id {v.close})" if as_close[k] else "no <eos> here",
             ),
         )
         self.hit(
