@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from .chat_format import Marker
-from .tool_syntax import UNDELIMITED, read_value
+from .tool_syntax import UNDELIMITED, call_items, declaration_items, read_value, response_items
 
 __all__ = ["Blocks", "KIND_OF", "OPEN", "CLOSE", "kind_table"]
 
@@ -237,6 +237,12 @@ class Blocks:
                 name, value = read_value(block_items, prefix=prefix)
                 if not name or name != name.strip() or UNDELIMITED.search(name):
                     raise ValueError(f"the name {name!r} is not a tool name")
+                again = _render(prefix, name, value)
+                if again != block_items:
+                    raise ValueError(
+                        "it reads, but is not written as the encoder (and the official template) "
+                        f"writes it: {_first_difference(block_items, again)}"
+                    )
             except (ValueError, IndexError, RecursionError) as error:
                 errors.append((prefix, str(error)))
                 where.append(int(opens[k]))
@@ -417,6 +423,27 @@ class Blocks:
         b = self.units
         unit = int(self.unit[index])
         return int(self.pos[index] - b.starts[unit] + b.offsets[unit])
+
+
+def _render(prefix: str, name: str, value) -> list:
+    """The items the writer makes of what was read (ToolSyntaxError is a ValueError)."""
+    if prefix == "call:":
+        if not isinstance(value, dict):
+            raise ValueError("a call's arguments are an object {...}")
+        return call_items(name, value)
+    if prefix == "response:":
+        return response_items(name, value)
+    if not isinstance(value, dict):
+        raise ValueError("a declaration is an object {...}")
+    return declaration_items({"name": name, **value})
+
+
+def _first_difference(given: list, canonical: list) -> str:
+    """Where two item lists part, in words: keys out of order, a number spelled otherwise, ..."""
+    text = lambda items: "".join('<|"|>' if item is Marker.QUOTE else item for item in items)  # noqa: E731
+    a, b = text(given), text(canonical)
+    d = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return f"from {_clip(a[max(0, d - 10):], 30)!r}, expected {_clip(b[max(0, d - 10):], 30)!r} (keys sorted case-insensitively, numbers as Python prints them)"
 
 
 def _clip(text: str, limit: int = 40) -> str:

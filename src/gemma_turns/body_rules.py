@@ -39,7 +39,7 @@ def trained_holes(lay, trained_turn: np.ndarray):
 
 def whitespace_in_bodies(check) -> None:
     """Text the formatter trims must be trimmed: user text between media, model text between
-    blocks, the start of the system text (whose parts end with a space, so its end may too).
+    blocks, the system text (whose parts each end with a space, so spaces may end it).
     Block bodies (thought, calls, results, declarations) are written as given."""
     lay, v = check.layout, check.vocab
     blocks, b = lay.blocks, check.batch
@@ -56,12 +56,15 @@ def whitespace_in_bodies(check) -> None:
     head = np.clip(flat[starts], 0, v.size - 1)
     tail = np.clip(flat[stops - 1], 0, v.size - 1)
     lead, trail = v.lead_ws[head], v.trail_ws[tail] & (roles != SYSTEM)
-    unsure = np.flatnonzero(v.unsure[head] | v.unsure[tail])
+    # decoded: byte pieces, and system text ending with whitespace (only spaces may end it)
+    unsure = np.flatnonzero(v.unsure[head] | v.unsure[tail] | ((roles == SYSTEM) & v.trail_ws[tail]))
     if len(unsure):
         texts = v.decode([flat[starts[k] : stops[k]].tolist() for k in unsure])
         for k, decoded in zip(unsure, texts):
             lead[k] = decoded[:1].isspace()
-            trail[k] = decoded[-1:].isspace() and roles[k] != SYSTEM
+            if roles[k] == SYSTEM:
+                decoded = decoded.rstrip(" ")
+            trail[k] = decoded[-1:].isspace()
     where = np.flatnonzero(lead | trail)
     position = np.where(lead[where], starts[where], stops[where] - 1)
     check.hit(

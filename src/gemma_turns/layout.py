@@ -320,6 +320,8 @@ class Layout:
             ),
         )
         newline_ok = v.lookup(v.is_newline_run, header_newline)
+        if self.dialect.tools:  # all text after a header is trimmed: the newline is alone
+            newline_ok = header_newline == v.header_end
         bad_header = role_ok & (header_newline >= 0) & ~newline_ok
         hit(
             "bad_header",

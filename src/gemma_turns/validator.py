@@ -615,7 +615,7 @@ class _Check:
             if ids != again:
                 d = next((i for i, (x, y) in enumerate(zip(ids, again)) if x != y), min(len(ids), len(again)))
                 bad.append(k)
-                where.append(int(starts[k]) + d)
+                where.append(min(int(starts[k]) + d, int(stops[k]) - 1))  # a token of the run
                 expected.append((again[d : d + 6], texts[k]))
         self.hit(
             "noncanonical",
