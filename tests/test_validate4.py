@@ -164,11 +164,16 @@ def test_thought_text_tool_syntax_and_results_balance(fixture4_tokenizer):
     end = ids.index(marker(tok, Marker.CHANNEL_CLOSE))
     thought = tok.processor.encode("thought")
     empty = ids[: channel + 1] + thought + ids[end:]
-    assert "bad_thought" in rules(check(tok, empty, canonical=False))
+    assert "bad_thought" in rules(check(tok, empty))  # thought text is read in the decoding tier
     quote = ids.index(marker(tok, Marker.QUOTE), ids.index(marker(tok, Marker.CALL_OPEN)))
     no_quote = ids[:quote] + ids[quote + 1 :]
     report = check(tok, no_quote, mask[:quote] + mask[quote + 1 :])
     assert "bad_tool_syntax" in rules(report)
+    assert "an odd number, so a string is never closed" in next(f.message for f in report.findings if f.rule == "bad_tool_syntax")
+    swapped = ids[:]
+    body = ids.index(marker(tok, Marker.CALL_OPEN)) + 1
+    swapped[body] = tok.processor.encode("response")[0]  # call: spelled otherwise, quotes intact
+    report = check(tok, swapped, canonical=True)
     assert "the call cannot be read back" in next(f.message for f in report.findings if f.rule == "bad_tool_syntax")
     call = ids[ids.index(marker(tok, Marker.CALL_OPEN)) : ids.index(marker(tok, Marker.CALL_CLOSE)) + 1]
     at = ids.index(marker(tok, Marker.CALL_CLOSE)) + 1

@@ -45,6 +45,7 @@ KIND_OF = {
 }
 BODIES = {TOOL_O: (TOOL_C, "declaration:"), CALL_O: (CALL_C, "call:"), RESP_O: (RESP_C, "response:")}
 OPENERS = (CH_O, TOOL_O, CALL_O, RESP_O)
+BODY_CACHE = 4096  # distinct bodies remembered per tokenizer
 
 
 def _legal_table() -> np.ndarray:
@@ -121,7 +122,7 @@ class Blocks:
         self._placement(hit)
         self._quotes(hit)
         self._system_first(hit)
-        self._bodies(hit)
+        self._pairs(hit)
         self._results(hit)
 
     # -- rules
@@ -187,9 +188,9 @@ class Blocks:
             ),
         )
 
-    def _bodies(self, hit) -> None:
-        """Blocks: an opening mark followed by its closing one. Thought text is checked, and
-        declaration, call and result bodies are read back as Gemma's tool syntax."""
+    def _pairs(self, hit) -> None:
+        """Blocks: an opening mark followed by its closing one. A declaration, call or result
+        holds an even number of quotes (prefix counts; the bodies are read by read_bodies)."""
         kind, pos, unit = self.kind, self.pos, self.unit
         n = len(kind)
         nxt = np.r_[kind[1:], START] if n else np.zeros(0, np.int64)
@@ -203,6 +204,26 @@ class Blocks:
         self.block = np.flatnonzero(pair)  # index of each block's opening mark
         opens, closes = pos[self.block], pos[self.block + 1]
         self.block_open, self.block_close, self.block_kind = opens, closes, kind[self.block]
+        self.values = {}
+        quoted = self.block_kind != CH_O
+        count = np.searchsorted(self.quotes, closes) - np.searchsorted(self.quotes, opens)
+        odd = np.flatnonzero(quoted & (count % 2 == 1))
+        hit(
+            "bad_tool_syntax",
+            opens[odd],
+            lambda k, c=count[odd]: (
+                f'{c[k]} <|"|> in this block: an odd number, so a string is never closed',
+                'strings between pairs of <|"|>',
+            ),
+        )
+        self.odd = set(opens[odd].tolist())
+
+    def read_bodies(self) -> None:
+        """Decode what the blocks hold (the slower tier, with canonical tokenization, and for
+        parse): thought text is checked, and declaration, call and result bodies are read back
+        as Gemma's tool syntax and must be written as the encoder writes them."""
+        hit = self.layout.findings.hit
+        opens, closes, unit = self.block_open, self.block_close, self.unit
         flat, decode = self.units.flat, self.vocab.decode
         thought = self.block_kind == CH_O
         if thought.any():
@@ -225,29 +246,32 @@ class Blocks:
                     "thought\\n ... \\n before <channel|>",
                 ),
             )
-        body = np.flatnonzero(~thought)
-        self.values = {}
+        body = np.flatnonzero(~thought & ~np.isin(opens, list(self.odd)))
         if len(body) == 0:
             return
-        items = self._items(opens[body], closes[body])
+        # Bodies repeat (the same declarations in every sequence of a dataset): each distinct
+        # one is decoded and read once per tokenizer, while the cache stays small.
+        cache = self.vocab.bodies
+        keys = [(int(self.block_kind[k]), flat[int(opens[k]) + 1 : int(closes[k])].tobytes()) for k in body.tolist()]
+        first = {}
+        for j, key in enumerate(keys):
+            first.setdefault(key, j)
+        todo = [j for key, j in first.items() if key not in cache]
+        if len(cache) + len(todo) > BODY_CACHE:
+            cache.clear()
+            todo = list(first.values())
+        if todo:
+            items = self._items(opens[body[todo]], closes[body[todo]])
+            for j, block_items in zip(todo, items):
+                cache[keys[j]] = _check_body(BODIES[keys[j][0]][1], block_items)
         errors, where = [], []
-        for k, block_items in zip(body.tolist(), items):
-            prefix = BODIES[int(self.block_kind[k])][1]
-            try:
-                name, value = read_value(block_items, prefix=prefix)
-                if not name or name != name.strip() or UNDELIMITED.search(name):
-                    raise ValueError(f"the name {name!r} is not a tool name")
-                again = _render(prefix, name, value)
-                if again != block_items:
-                    raise ValueError(
-                        "it reads, but is not written as the encoder (and the official template) "
-                        f"writes it: {_first_difference(block_items, again)}"
-                    )
-            except (ValueError, IndexError, RecursionError) as error:
-                errors.append((prefix, str(error)))
+        for k, key in zip(body.tolist(), keys):
+            ok, found = cache[key]
+            if ok:
+                self.values[int(opens[k])] = found
+            else:
+                errors.append(found)
                 where.append(int(opens[k]))
-                continue
-            self.values[int(opens[k])] = (name, value)
         hit(
             "bad_tool_syntax",
             np.array(where, dtype=np.int64),
@@ -423,6 +447,24 @@ class Blocks:
         b = self.units
         unit = int(self.unit[index])
         return int(self.pos[index] - b.starts[unit] + b.offsets[unit])
+
+
+def _check_body(prefix: str, items: list) -> tuple[bool, tuple]:
+    """``(True, (name, value))`` for a body written as the encoder writes it, else ``(False,
+    (prefix, why))``."""
+    try:
+        name, value = read_value(items, prefix=prefix)
+        if not name or name != name.strip() or UNDELIMITED.search(name):
+            raise ValueError(f"the name {name!r} is not a tool name")
+        again = _render(prefix, name, value)
+        if again != items:
+            raise ValueError(
+                "it reads, but is not written as the encoder (and the official template) "
+                f"writes it: {_first_difference(items, again)}"
+            )
+    except (ValueError, IndexError, RecursionError) as error:
+        return False, (prefix, str(error))
+    return True, (name, value)
 
 
 def _render(prefix: str, name: str, value) -> list:

@@ -110,6 +110,7 @@ class Vocab:
         names[MEDIA] = "a media marker"
         names[HANDOVER] = self.dialect.pieces[Marker.RESPONSE_OPEN]
         self.kind_name = lambda kind: names.get(kind, "?")
+        self.bodies: dict = {}  # (kind, body ids) -> what Blocks read there
 
     def _table(self, ids: np.ndarray, *, extra: bool = False) -> np.ndarray:
         table = np.zeros(self.size + 1, dtype=bool)

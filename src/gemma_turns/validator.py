@@ -95,8 +95,9 @@ def validate(
     defaults: ``"all"``, ``False``). ``None`` means unknown: a mask passes if it has any of the
     legal shapes. With ``expect="inference"`` every model turn is trained, as the encoder does.
 
-    ``canonical``: re-encode each text run and compare (slower: a SentencePiece encode of all
-    the text). ``max_findings`` caps the findings listed (every one is still counted).
+    ``canonical``: re-encode each text run and compare, and (Gemma 4) read every thought
+    channel and tool body back (slower: a SentencePiece encode of all the text, a decode of
+    the bodies). ``max_findings`` caps the findings listed (every one is still counted).
 
     ``checkpoint`` (Gemma 4: ``e2b`` ... ``31b``, as ``EncodeOptions.checkpoint``): the model
     whose generation prompt is expected; None accepts either form. Endings named in
@@ -145,6 +146,8 @@ def read_layout(ids: np.ndarray, tokenizer, *, expect: Expect | None) -> tuple[L
     vocab = vocab_of(tokenizer)
     units = prepare(ids[None], None, np.ones((1, len(ids)), np.int8), None, vocab.pad)
     check = _Check(units, tokenizer, expect=expect, endings=None, train_on="all", train_newline=False)
+    if check.layout.blocks is not None:
+        check.layout.blocks.read_bodies()  # the parser needs the values
     return check.layout, check.findings
 
 
@@ -219,6 +222,8 @@ class _Check:
         self.whitespace()
         self.loss_rule()
         if canonical:
+            if self.layout.blocks is not None:
+                self.layout.blocks.read_bodies()
             self.canonical(num_threads)
 
     def token_rules(self) -> None:
