@@ -265,11 +265,19 @@ class _Check:
             ),
             units=missing,
         )
+        inside_bos = is_bos & (marks > starts[unit])
+        # Gemma 4: a second BOS right after the first is the template's '<bos>' read as the
+        # BOS id by a fast tokenizer, plus the tokenizer's own from add_special_tokens=True
+        second = (marks[inside_bos] == starts[unit[inside_bos]] + 1) & v.dialect.tools
         self.hit(
             "bos_inside",
-            marks[is_bos & (marks > starts[unit])],
+            marks[inside_bos],
             lambda k: (
-                "BOS inside the sequence: the double-BOS bug (BOS added twice, or by a "
+                "doubled BOS: the chat template writes '<bos>' (read as the BOS id here) and the "
+                "tokenizer added its own with add_special_tokens=True; tokenize the template's "
+                "text with add_special_tokens=False, or let apply_chat_template tokenize"
+                if second[k]
+                else "BOS inside the sequence: the double-BOS bug (BOS added twice, or by a "
                 "template and again by the tokenizer), or sequences joined without segment ids",
                 "no BOS after position 0",
             ),
