@@ -285,3 +285,38 @@ def test_inspect_labels_channels_calls_and_results(fixture4_tokenizer):
     i = ids.index(marker(tok, Marker.RESPONSE_CLOSE))
     assert labels[i] == ("model", "result")
     assert labels[ids.index(marker(tok, Marker.RESPONSE_OPEN))] == ("model", "hand-over")
+
+
+def test_expectations_follow_the_encode_options_the_manifest_records(fixture4_tokenizer):
+    from gemma_turns import EncodeOptions
+    from gemma_turns.validator import expectations
+
+    tok = fixture4_tokenizer
+    options = EncodeOptions(mode="inference", checkpoint="31b")
+    encoding = tok.encode_chat([{"role": "user", "content": "Hi"}], options=options)
+    assert expectations(options) == {"expect": "inference", "endings": ["generation_prompt", "model_turn"],
+                                     "checkpoint": "31b", "train_on": "all", "train_newline": False}
+    assert validate(encoding, tok, **expectations(options.as_dict())).ok
+    small = EncodeOptions(mode="inference", checkpoint="e2b").as_dict()
+    assert rules(validate(encoding, tok, **expectations(small))) == {"bad_ending"}
+    assert "checkpoint" not in expectations({"mode": "inference", "checkpoint": "31b", "add_generation_prompt": False})
+    assert expectations({"mode": "training", "train_on": "last"}) == {"expect": "training", "train_on": "last"}
+
+
+def test_inspect_command_shows_a_gemma4_sequence(tmp_path, capsys, fixture4_tokenizer):
+    from conftest import FIXTURE4_MODEL
+
+    from gemma_turns.cli import main
+
+    tok = fixture4_tokenizer
+    encoding = tok.encode_chat(RECORD, mode="training")
+    path = tmp_path / "ids.jsonl"
+    path.write_text(json.dumps(encoding.to_dict()) + "\n")
+    code = main(["inspect", "--tokenizer", str(FIXTURE4_MODEL), str(path), "--expect", "training"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    rows = [line.split() for line in out.splitlines()[2:]]
+    by_part = {row[4]: row for row in rows if len(row) >= 6}
+    assert by_part["hand-over"][3:6] == ["model", "hand-over", "1"]
+    assert by_part["result"][5] == "0" and by_part["call"][5] == "1" and by_part["thought"][5] == "1"
+    assert {"think", "declaration"} <= set(by_part)

@@ -56,14 +56,15 @@ def mismatch(lay, tokenizer) -> None:
                     f"(its turns open with {ours.turn_open}), or load a {other.name} tokenizer"
                 )
     if ours.system == "first_user_turn" and "system" not in v.roles:
-        opens = inside & (first == v.open)
-        role = b.at(start, 1, np.arange(len(start)))
-        for u in np.flatnonzero(opens & (role >= 0)).tolist():
-            if u not in found and v.pieces[int(role[u])] == "system" if role[u] < v.size else False:
-                found[u] = (
+        system = tokenizer.processor.piece_to_id("system")
+        if v.pieces[system] == "system":
+            role = b.at(start, 1, np.arange(len(start)))
+            for u in np.flatnonzero(inside & (first == v.open) & (role == system)).tolist():
+                found.setdefault(
+                    u,
                     "the sequence opens a system turn of its own: the Gemma 4 layout, read with a "
                     f"{ours.name} tokenizer, whose format folds system text into the first user turn; "
-                    "load the Gemma 4 tokenizer"
+                    "load the Gemma 4 tokenizer",
                 )
     if not found:
         return
