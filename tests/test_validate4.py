@@ -143,6 +143,11 @@ def test_a_channel_after_calls_and_a_call_left_open(fixture4_tokenizer):
     unclosed = ids[:close] + ids[close + 1 :]
     report = check(tok, unclosed, mask[:close] + mask[close + 1 :])
     assert "misplaced_marker" in rules(report) and "never closed" in report.format()
+    assert report.counts["misplaced_marker"] == 1  # one finding, not one per mark after it
+    quote = ids.index(marker(tok, Marker.QUOTE)) + 1  # inside the declaration
+    inside = ids[:quote] + [marker(tok, Marker.THINK)] + ids[quote:]
+    report = check(tok, inside, canonical=False)
+    assert report.counts == {"misplaced_marker": 1}, report.format()
     with pytest.raises(ParseError, match="misplaced_marker"):
         parse(unclosed, tok)
 

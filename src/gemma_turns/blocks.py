@@ -45,7 +45,10 @@ KIND_OF = {
 }
 BODIES = {TOOL_O: (TOOL_C, "declaration:"), CALL_O: (CALL_C, "call:"), RESP_O: (RESP_C, "response:")}
 OPENERS = (CH_O, TOOL_O, CALL_O, RESP_O)
+CLOSER = np.full(15, -1, dtype=np.int64)  # the kind that closes each opening kind
+CLOSER[[CH_O, TOOL_O, CALL_O, RESP_O]] = [CH_C, TOOL_C, CALL_C, RESP_C]
 BODY_CACHE = 4096  # distinct bodies remembered per tokenizer
+PASSES = 4  # placement passes: marks judged again against the latest mark in place
 
 
 def _legal_table() -> np.ndarray:
@@ -105,17 +108,13 @@ class Blocks:
         pos, kind, unit = lay.marks[structural], kinds[structural].astype(np.int64), lay.mark_unit[structural]
         kind[(kind == RESP_O) & (pos == b.ends[unit] - 1)] = HANDOVER
         self.pos, self.kind, self.unit = pos, kind, unit
-        n = len(pos)
-        first = np.r_[True, unit[1:] != unit[:-1]] if n else np.zeros(0, bool)
-        prev = np.where(first, START, np.r_[START, kind[:-1]]) if n else np.zeros(0, np.int64)
-        prev_pos = np.r_[-1, pos[:-1]] if n else np.zeros(0, np.int64)
-        gap = pos - prev_pos - 1 - np.where(prev == OPEN, 2, 0) - np.where(prev == THINK, 1, 0)
-        self.prev, self.text = prev, (gap > 0).astype(np.int64)
+        self.good = np.ones(len(pos), dtype=bool)
+        self._previous()
         # the turn each mark lies in (OUTSIDE after its closing marker, or before any turn)
         turn = np.searchsorted(lay.opens, pos, side="right") - 1
         t = np.maximum(turn, 0)
         inside = (turn >= 0) & (lay.open_unit[t] == unit) & (pos <= lay.content_end[t]) if len(lay.opens) else turn >= 0
-        role_code = v.lookup(v.role_code, lay.role[t]) if len(lay.opens) else np.zeros(n, np.int64)
+        role_code = v.lookup(v.role_code, lay.role[t]) if len(lay.opens) else np.zeros(len(pos), np.int64)
         self.turn = np.where(inside, turn, -1)
         self.role = np.where(inside, role_code, OUTSIDE).astype(np.int64)
         self.thinking = self._thinking()
@@ -136,15 +135,48 @@ class Blocks:
         thinking[lay.open_unit[first][on]] = True
         return thinking
 
-    def _placement(self, hit) -> None:
+    def _previous(self) -> None:
+        """``prev`` (kind), ``prev_index`` and ``text`` (whether text lies between) of each
+        mark, against the latest earlier mark of its unit that is ``good``."""
+        pos, kind, unit = self.pos, self.kind, self.unit
+        n = len(pos)
+        latest = np.maximum.accumulate(np.where(self.good, np.arange(n), -1)) if n else np.zeros(0, np.int64)
+        before = np.r_[-1, latest[:-1]] if n else np.zeros(0, np.int64)
+        b = np.maximum(before, 0)
+        valid = (before >= 0) & (unit[b] == unit) if n else np.zeros(0, bool)
+        prev = np.where(valid, kind[b], START)
+        gap = pos - np.where(valid, pos[b], -1) - 1 - np.where(prev == OPEN, 2, 0) - np.where(prev == THINK, 1, 0)
+        self.prev, self.prev_index, self.text = prev, np.where(valid, before, -1), (gap > 0).astype(np.int64)
+
+    def _misplaced(self) -> np.ndarray:
         role, prev, text, kind = self.role, self.prev, self.text, self.kind
         judged = (kind != OPEN) & (role != OUTSIDE) & ~((kind == CLOSE) & np.isin(prev, [CLOSE, START]))
-        bad = judged & ~LEGAL[role, prev, text, np.minimum(kind, QUOTE)]
-        where = np.flatnonzero(bad)
+        return judged & ~LEGAL[role, prev, text, np.minimum(kind, QUOTE)]
+
+    def _placement(self, hit) -> None:
+        """Marks misplaced against their predecessor; then again against the latest mark that
+        is in place (a few passes), so one misplaced mark is one finding, not one for each mark
+        after it."""
+        bad = self._misplaced()
+        for _ in range(PASSES):  # a few passes over all marks, until nothing changes
+            if not bad.any() or np.array_equal(~bad, self.good):
+                break
+            self.good = ~bad
+            self._previous()
+            bad = self._misplaced()
+        self.good = ~bad
+        role, prev, text, kind = self.role, self.prev, self.text, self.kind
+        # a block never closed: one finding, at the first mark after it
+        unclosed = np.flatnonzero(bad & np.isin(prev, OPENERS) & (kind != CLOSER[prev]))
+        _, first = np.unique(self.prev_index[unclosed], return_index=True)
+        shown = bad.copy()
+        shown[unclosed] = False
+        shown[unclosed[first]] = True
+        where = np.flatnonzero(shown)
         hit(
             "misplaced_marker",
             self.pos[where],
-            lambda k, w=where: self._why(int(role[w[k]]), int(prev[w[k]]), int(text[w[k]]), int(kind[w[k]]), int(w[k])),
+            lambda k, w=where: self._why(int(role[w[k]]), int(prev[w[k]]), int(text[w[k]]), int(kind[w[k]]), int(self.prev_index[w[k]])),
         )
         # <|think|> must be followed by its \n
         think = np.flatnonzero((kind == THINK) & ~bad)
@@ -162,10 +194,14 @@ class Blocks:
         is_quote = (lay.mark_ids == v.quote) & lay.chat[lay.mark_unit]
         quotes, quote_unit = lay.marks[is_quote], lay.mark_unit[is_quote]
         self.quotes = quotes
-        before = np.searchsorted(self.pos, quotes) - 1
-        b = np.maximum(before, 0)
-        ok = (before >= 0) & (self.unit[b] == quote_unit) & np.isin(self.kind[b], [TOOL_O, CALL_O, RESP_O]) if len(self.pos) else np.zeros(len(quotes), bool)
-        ok &= (self.role[b] != OUTSIDE) if len(self.pos) else ok
+        good = np.flatnonzero(self.good)  # the enclosing mark: the latest one in place
+        before = np.searchsorted(self.pos[good], quotes) - 1
+        b = good[np.maximum(before, 0)] if len(good) else np.zeros(len(quotes), np.int64)
+        if len(good):
+            ok = (before >= 0) & (self.unit[b] == quote_unit) & np.isin(self.kind[b], [TOOL_O, CALL_O, RESP_O])
+            ok &= self.role[b] != OUTSIDE
+        else:
+            ok = np.zeros(len(quotes), bool)
         hit(
             "misplaced_marker",
             quotes[~ok],
@@ -411,6 +447,8 @@ class Blocks:
     # -- messages
 
     def _why(self, role: int, prev: int, text: int, kind: int, index: int) -> tuple[str, str]:
+        """Message and expectation for a mark of ``kind`` after the mark at ``index`` (of
+        kind ``prev``)."""
         name = self.vocab.kind_name
         where = {START: "at the start", OPEN: "right after the turn header"}.get(prev, f"after {name(prev)}")
         if text and prev not in (START,):
@@ -421,7 +459,7 @@ class Blocks:
         expected = " or ".join(allowed) if allowed else f"nothing: {name(prev)} cannot be followed by text"
         where_role = f"in a {ROLE_NAMES[role]} turn"
         if prev in OPENERS and kind != {CH_O: CH_C, TOOL_O: TOOL_C, CALL_O: CALL_C, RESP_O: RESP_C}[prev]:
-            reason = f"the {name(prev)} block opened at position {self._row_position(index - 1)} is never closed"
+            reason = f"the {name(prev)} block opened at position {self._row_position(index)} is never closed"
         elif kind == THINK:
             reason = "<|think|> belongs only at the very start of the system turn"
         elif kind in (TOOL_O, TOOL_C) and role != SYSTEM:
