@@ -13,7 +13,9 @@ as hits to a :class:`~gemma_turns.findings.Findings` collector; a unit with a bl
 
 Each turn header is ``open role header_end`` (three tokens: the dialect's roles and header
 end are single pieces, checked when the Vocab is built); a turn closes with ``close
-turn_end``.
+turn_end``. Where the dialect has thinking and tools (Gemma 4), the turn bodies are read by
+:class:`~gemma_turns.blocks.Blocks` (``layout.blocks``), which also says how an open model
+turn ends (the prompt forms, the hand-over, after results).
 """
 
 from __future__ import annotations

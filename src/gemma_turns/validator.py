@@ -3,7 +3,8 @@
     ids (+ loss mask, attention mask, segment ids)
       -> shapes     units: one per sequence, or per packed segment; padding cut off by the masks
       -> layout     turns, roles, content spans and endings, read through the dialect
-                    (structure rules: markers, role headers, endings)
+                    (structure rules: markers, role headers, endings); in Gemma 4 the turn
+                    bodies too (blocks: channels, declarations, calls, results; body_rules)
       -> rules      token rules (ids in range, BOS, EOS, PAD, reserved ids); the loss mask as
                     spans, compared with the encoder's; content trimmed as the formatter does;
                     optional, slower, canonical tokenization: every text run re-encodes to its ids
@@ -12,6 +13,9 @@
 No rule loops over tokens in Python: rules work on the few positions that are not plain text
 (markers, BOS, EOS, PAD, reserved ids), on the ids a fixed offset after them, and on spans
 compared through one prefix sum. Per-token views are built only to explain a finding.
+
+A sequence written in another dialect gets one ``dialect_mismatch`` finding instead of all
+it breaks (dialect_check).
 
 A sequence passes when it is exactly what :class:`~gemma_turns.encoder.GemmaTokenizer` would
 produce for some conversation (reserved text escaped): for an unpadded sequence ``x`` with its
