@@ -176,7 +176,9 @@ class Blocks:
         hit(
             "misplaced_marker",
             self.pos[where],
-            lambda k, w=where: self._why(int(role[w[k]]), int(prev[w[k]]), int(text[w[k]]), int(kind[w[k]]), int(self.prev_index[w[k]])),
+            lambda k, w=where: self._why(
+                int(role[w[k]]), int(prev[w[k]]), int(text[w[k]]), int(kind[w[k]]), int(self.prev_index[w[k]])
+            ),
         )
         # <|think|> must be followed by its \n
         think = np.flatnonzero((kind == THINK) & ~bad)
@@ -266,11 +268,13 @@ class Blocks:
             texts = decode([flat[a + 1 : z].tolist() for a, z in zip(opens[thought], closes[thought])])
             index = self.block[thought]
             # the large checkpoints' prompt: an empty channel right after the header, at the end
-            prompt = (self.prev[index] == OPEN) & (self.text[index] == 0) & (closes[thought] == self.units.ends[unit[index]] - 1)
+            at_end = closes[thought] == self.units.ends[unit[index]] - 1
+            prompt = (self.prev[index] == OPEN) & (self.text[index] == 0) & at_end
             bad = [
                 k
                 for k, t in enumerate(texts)
-                if not (t.startswith("thought\n") and t.endswith("\n") and len(t) > 9) and not (prompt[k] and t == "thought\n")
+                if not (t.startswith("thought\n") and t.endswith("\n") and len(t) > 9)
+                and not (prompt[k] and t == "thought\n")
             ]
             where = opens[thought][bad]
             hit(
@@ -412,7 +416,8 @@ class Blocks:
         ok = model & header
         out[ok & (k == OPEN) & (last_open + 3 == end)] = "generation_prompt"
         empty = ok & (k == CH_C) & (pk == CH_O) & (p == end - 1) & (p == last_open + 4 + t)
-        empty &= (flat[np.minimum(last_open + 3, len(flat) - 1)] == v.markers[Marker.CHANNEL_OPEN]) & spells_thought(last_open + 4)
+        channel = flat[np.minimum(last_open + 3, len(flat) - 1)] == v.markers[Marker.CHANNEL_OPEN]
+        empty &= channel & spells_thought(last_open + 4)
         out[empty] = "empty_thought_prompt"
         out[ok & (k == HANDOVER)] = "hand_over"
         out[ok & np.isin(k, [RESP_C, MEDIA]) & (p == end - 1)] = "after_results"
@@ -523,7 +528,10 @@ def _first_difference(given: list, canonical: list) -> str:
     text = lambda items: "".join('<|"|>' if item is Marker.QUOTE else item for item in items)  # noqa: E731
     a, b = text(given), text(canonical)
     d = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-    return f"from {_clip(a[max(0, d - 10):], 30)!r}, expected {_clip(b[max(0, d - 10):], 30)!r} (keys sorted case-insensitively, numbers as Python prints them)"
+    return (
+        f"from {_clip(a[max(0, d - 10):], 30)!r}, expected {_clip(b[max(0, d - 10):], 30)!r} "
+        "(keys sorted case-insensitively, numbers as Python prints them)"
+    )
 
 
 def _clip(text: str, limit: int = 40) -> str:

@@ -684,7 +684,7 @@ class _Check:
 def _prefix_sums(mask: np.ndarray) -> np.ndarray:
     """``total[i]`` = how many of ``mask[:i]`` are set (``len(mask) + 1`` entries)."""
     total = np.zeros(len(mask) + 1, dtype=np.int32 if len(mask) < 2**31 else np.int64)
-    np.cumsum(mask, out=total[1:])
+    np.cumsum(mask, dtype=total.dtype, out=total[1:])  # dtype given: no casting buffer
     return total
 
 
