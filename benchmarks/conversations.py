@@ -99,6 +99,59 @@ def generate(count: int, *, seed: int = 0) -> list[list[dict]]:
     return conversations
 
 
+TOOLS4 = [
+    {"type": "function", "function": {"name": "get_weather", "description": "Weather for a city.", "parameters": {
+        "type": "object", "required": ["city"], "properties": {
+            "city": {"type": "string", "description": "City name"}, "days": {"type": "integer"},
+            "units": {"type": "string", "enum": ["C", "F"]}}}}},
+    {"type": "function", "function": {"name": "search", "description": "Search the web.", "parameters": {
+        "type": "object", "properties": {"query": {"type": "string"}, "limit": {"type": "integer"},
+                                         "filters": {"type": "array", "items": {"type": "string"}}}}}},
+]
+
+
+def generate4(count: int, *, seed: int = 0) -> list[dict]:
+    """``count`` Gemma 4 records (messages, tools, thinking switch): system turns, reasoning,
+    tool calls with their results and answers, in the languages of :func:`generate`."""
+    rng = random.Random(seed)
+    records = []
+    for _ in range(count):
+        language = rng.choice(LANGUAGES)
+        messages = []
+        if rng.random() < 0.5:
+            messages.append({"role": "system", "content": rng.choice(SYSTEMS)})
+        for _ in range(rng.choice([1, 1, 2, 3])):
+            messages.append({"role": "user", "content": _message(rng, language, "user")})
+            for step in range(rng.choice([0, 1, 1, 2])):
+                calls = []
+                for k in range(rng.choice([1, 1, 2])):
+                    call_id = f"c{len(messages)}_{k}"
+                    if rng.random() < 0.5:
+                        arguments = {"city": _sentence(rng, language)[:30], "days": rng.randint(1, 14), "units": "C"}
+                        calls.append({"type": "function", "id": call_id, "function": {"name": "get_weather", "arguments": arguments}})
+                    else:
+                        arguments = {"query": _sentence(rng, language), "limit": rng.randint(1, 50), "filters": ["news", "recent"]}
+                        calls.append({"type": "function", "id": call_id, "function": {"name": "search", "arguments": arguments}})
+                message = {"role": "assistant", "tool_calls": calls}
+                if rng.random() < 0.5:
+                    message["reasoning_content"] = _sentence(rng, language)
+                messages.append(message)
+                for call in calls:
+                    result = {"summary": _message(rng, language, "user"), "score": rng.random(), "ok": True}
+                    messages.append({"role": "tool", "tool_call_id": call["id"], "content": result if rng.random() < 0.5 else json.dumps(result)})
+            answer = {"role": "assistant", "content": _message(rng, language, "model")}
+            if rng.random() < 0.4:
+                answer["reasoning_content"] = _message(rng, language, "user")
+            messages.append(answer)
+        record = {"messages": messages}
+        if rng.random() < 0.7:
+            record["tools"] = TOOLS4
+        if rng.random() < 0.4:
+            record["chat_template_kwargs"] = {"enable_thinking": True}
+        records.append(record)
+    return records
+
+
 def load_jsonl(path: str | Path) -> list[list[dict]]:
     """Conversations from a JSONL file of ``{"messages": [...]}`` lines (or a folder of them)."""
     path = Path(path)

@@ -127,6 +127,7 @@ class Dialect:
     system_aliases: tuple[str, ...] = ("system",)  # input roles of a system message (first only)
     reasoning_keys: tuple[str, ...] = ()  # message keys holding a model message's reasoning
     checkpoints: tuple[Checkpoint, ...] = ()  # where the generation prompt depends on the model
+    endings: frozenset[str] = frozenset({"generation_prompt", "model_turn", "user_turn", "eos", "text"})
 
     @property
     def tools(self) -> bool:
@@ -245,6 +246,20 @@ GEMMA4 = Dialect(
     },
     reasoning_keys=("reasoning_content", "reasoning", "thinking"),
     checkpoints=CHECKPOINTS,
+    endings=frozenset(
+        {
+            "generation_prompt",  # <|turn>model\n: small checkpoints, or thinking on
+            "empty_thought_prompt",  # ... <|channel>thought\n<channel|>: large ones, thinking off
+            "model_turn",
+            "hand_over",  # <|tool_response> after calls: awaiting their results
+            "after_results",  # the model turn open after results (the prompt, thinking off)
+            "thought_after_results",  # ... <|channel>thought\n (the prompt, thinking on)
+            "user_turn",
+            "system_turn",
+            "eos",
+            "text",
+        }
+    ),
 )
 
 DIALECTS: dict[str, Dialect] = {GEMMA3.name: GEMMA3, GEMMA4.name: GEMMA4}

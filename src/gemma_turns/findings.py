@@ -25,28 +25,84 @@ __all__ = [
     "Findings",
     "RULES",
     "Report",
+    "accepted_endings",
 ]
 
 Expect = Literal["inference", "training", "pt"]
-Ending = Literal["generation_prompt", "model_turn", "user_turn", "eos", "text"]
+Ending = Literal[
+    "generation_prompt",
+    "empty_thought_prompt",
+    "model_turn",
+    "hand_over",
+    "after_results",
+    "thought_after_results",
+    "user_turn",
+    "system_turn",
+    "eos",
+    "text",
+]
 
 ENDINGS: dict[str, str] = {
     "generation_prompt": "the generation prompt (an open model turn header)",
     "model_turn": "a closed model turn (the answer, the end-of-turn marker, \\n)",
     "user_turn": "a closed user turn (the end-of-turn marker, \\n)",
+    "empty_thought_prompt": "the large checkpoints' generation prompt (an open model turn header and an empty thought channel)",
+    "hand_over": "the model's hand-over <|tool_response> after its calls (awaiting their results)",
+    "after_results": "a model turn left open after tool results (awaiting the model's continuation)",
+    "thought_after_results": "tool results, then the thinking prompt <|channel>thought\\n",
+    "system_turn": "a closed system turn",
     "eos": "<eos>",
     "text": "text without <eos> (a PT prompt)",
 }
-CHAT_ENDINGS = frozenset({"generation_prompt", "model_turn", "user_turn"})
+CHAT_ENDINGS = frozenset(
+    {
+        "generation_prompt",
+        "empty_thought_prompt",
+        "model_turn",
+        "hand_over",
+        "after_results",
+        "thought_after_results",
+        "user_turn",
+        "system_turn",
+    }
+)
 PT_ENDINGS = frozenset({"eos", "text"})
 EXPECTED_ENDINGS = {
-    "inference": frozenset({"generation_prompt"}),
-    "training": frozenset({"model_turn"}),
+    "inference": frozenset(
+        {"generation_prompt", "empty_thought_prompt", "hand_over", "after_results", "thought_after_results"}
+    ),
+    "training": frozenset({"model_turn", "hand_over"}),
     "pt": frozenset({"eos"}),
 }
+# The endings a named ending stands for in dialects that have them (Gemma 4): every form the
+# encoder makes where a Gemma 3 sequence would end with it. The prompt after tool results is
+# nothing (thinking off) or a thought channel; calls awaiting results end with the hand-over.
+ENDING_FORMS = {
+    "generation_prompt": frozenset(
+        {"generation_prompt", "empty_thought_prompt", "hand_over", "after_results", "thought_after_results"}
+    ),
+    "model_turn": frozenset({"model_turn", "hand_over", "after_results"}),
+    "user_turn": frozenset({"user_turn", "system_turn"}),
+}
+
+
+def accepted_endings(endings, expect, dialect_endings) -> frozenset:
+    """The endings accepted for ``endings`` (names, or None: the ``expect`` mode's own, or
+    every chat ending) in a dialect that makes ``dialect_endings``. A training sequence never
+    ends after tool results: the model's answer to them is what it learns."""
+    if endings is None:
+        if expect is None:
+            return frozenset()
+        names = EXPECTED_ENDINGS[expect]
+    else:
+        names = frozenset().union(*(ENDING_FORMS.get(e, {e}) for e in endings))
+    if expect == "training":
+        names -= {"after_results", "thought_after_results"}
+    return names & dialect_endings
 
 # In this order findings at one token are listed.
 RULES: dict[str, str] = {
+    "dialect_mismatch": "the sequence was written in another chat format than the tokenizer's (one finding for all it breaks)",
     "id_out_of_range": "an id outside the vocabulary (negative, or not below the vocabulary size)",
     "unk": "the <unk> id: text the tokenizer could not encode, or ids of another vocabulary",
     "bos_missing": "the sequence (each packed segment) does not start with BOS, or is empty",
@@ -64,6 +120,11 @@ RULES: dict[str, str] = {
     "stray_end_of_turn": "an end-of-turn marker with no open turn",
     "missing_turn_newline": "an end-of-turn marker not followed by its \\n",
     "text_between_turns": "tokens between a turn's closing \\n and the next turn",
+    "misplaced_system": "a system turn after the first turn: the system turn comes first or not at all",
+    "misplaced_marker": "a thinking, channel, declaration, call, result or media marker where the dialect has no place for it",
+    "bad_thought": "a thought channel whose text is not 'thought\\n', the reasoning, '\\n'",
+    "bad_tool_syntax": "a declaration, call or result body that Gemma's tool syntax cannot read back",
+    "unbalanced_results": "tool results that do not answer the calls before them one to one",
     "bad_ending": "the sequence does not end as expected (generation prompt, model turn, EOS)",
     "nothing_to_learn": "training: the trained model turns have no content",
     "content_whitespace": "content that starts or ends with whitespace, which the formatter trims",
@@ -90,6 +151,12 @@ BLOCKING = frozenset(
         "stray_end_of_turn",
         "missing_turn_newline",
         "text_between_turns",
+        "misplaced_system",
+        "misplaced_marker",
+        "bad_thought",
+        "bad_tool_syntax",
+        "unbalanced_results",
+        "dialect_mismatch",
     }
 )
 
@@ -188,6 +255,12 @@ class Findings:
         self.show = show
         self.groups: list = list(units.early)  # (rule, rows, positions, tokens, render)
         self.blocked = np.zeros(len(units.starts), dtype=bool)
+        self.suppressed = np.zeros(0, dtype=np.int64)  # units whose findings one finding explains
+
+    def suppress(self, units) -> None:
+        """Report no finding in ``units`` except the ones hit after this call."""
+        self.suppressed = np.union1d(self.suppressed, units)
+        self.keep_from = len(self.groups)
 
     def hit(self, rule: str, flat_positions, render, *, units=None) -> None:
         """Hits at positions of ``flat``; pass ``units`` for positions that may be a unit's end.
@@ -211,6 +284,14 @@ class Findings:
         if rule in BLOCKING:
             self.blocked[units] = True
 
+    def _in_suppressed(self, rows: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        b, units = self.units, self.suppressed
+        out = np.zeros(len(rows), dtype=bool)
+        for u in units.tolist():
+            lo = b.offsets[u]
+            out |= (rows == b.rows[u]) & (positions >= lo) & (positions <= lo + b.ends[u] - b.starts[u])
+        return out
+
     def has(self, rule: str) -> bool:
         return any(group[0] == rule and len(group[1]) for group in self.groups)
 
@@ -221,6 +302,18 @@ class Findings:
         for g, (rule, r, p, _, _) in enumerate(self.groups):
             if len(r) == 0:
                 continue
+            if len(self.suppressed) and g < self.keep_from:
+                keep = ~self._in_suppressed(np.asarray(r), np.asarray(p))
+                if not keep.all():
+                    index = np.flatnonzero(keep)
+                    if len(index):
+                        counts[rule] += len(index)
+                        rows.append(np.asarray(r, dtype=np.int64)[index])
+                        positions.append(np.asarray(p, dtype=np.int64)[index])
+                        ranks.append(np.full(len(index), RULE_RANK.get(rule, len(RULE_RANK))))
+                        group_of.append(np.full(len(index), g))
+                        index_in.append(index)
+                    continue
             counts[rule] += len(r)
             rows.append(np.asarray(r, dtype=np.int64))
             positions.append(np.asarray(p, dtype=np.int64))

@@ -13,7 +13,9 @@ as hits to a :class:`~gemma_turns.findings.Findings` collector; a unit with a bl
 
 Each turn header is ``open role header_end`` (three tokens: the dialect's roles and header
 end are single pieces, checked when the Vocab is built); a turn closes with ``close
-turn_end``.
+turn_end``. Where the dialect has thinking and tools (Gemma 4), the turn bodies are read by
+:class:`~gemma_turns.blocks.Blocks` (``layout.blocks``), which also says how an open model
+turn ends (the prompt forms, the hand-over, after results).
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from functools import cached_property
 
 import numpy as np
 
+from .blocks import HANDOVER, KIND_OF, MEDIA, Blocks, kind_table
 from .chat_format import Marker
 from .errors import TokenizerError
-from .findings import CHAT_ENDINGS, ENDINGS, EXPECTED_ENDINGS, PT_ENDINGS, Findings
+from .findings import CHAT_ENDINGS, ENDINGS, PT_ENDINGS, Findings, accepted_endings
 
 __all__ = ["HEADER", "Layout", "Vocab", "vocab_of"]
 
@@ -65,7 +68,8 @@ class Vocab:
         pieces = tokenizer.pieces
         self.pieces = pieces
         reserved = np.array(sorted(tokenizer.reserved_ids.values()), dtype=np.int64)
-        structural = np.r_[self.open, self.close, self.media]
+        inner = [i for m, i in specials.markers.items() if m in KIND_OF and m not in (Marker.TURN_OPEN, Marker.TURN_CLOSE)]
+        structural = np.r_[self.open, self.close, self.media, np.array(inner, dtype=np.int64)]
         newline_runs = np.array([i for i, p in enumerate(pieces) if p and not p.strip("\n")], dtype=np.int64)
         # Lookup tables by id, with one entry past the vocabulary that every out-of-range id
         # looks up (see lookup): faster than np.isin against thousands of reserved ids.
@@ -75,6 +79,8 @@ class Vocab:
         self.is_newline_run = self._table(newline_runs)
         self.is_media = self._table(self.media)
         self.is_role = self._table(np.array(list(self.roles.values()), dtype=np.int64))
+        if dialect.tools:
+            self._inner(tokenizer)
         # Whitespace at either end of each piece's text, as str.strip() sees it ("\u2581" is a
         # space). A byte piece of a multi-byte character cannot tell alone: it is "unsure",
         # and segments that start or end with one are decoded.
@@ -89,6 +95,24 @@ class Vocab:
                 self.unsure[token_id] = value >= 0x80
         # Pieces that may begin a BOS spelled as text (byte pieces start with "<" too).
         self.maybe_text_bos = self.lead_ws | np.array([p[:1] in ("<", "[") for p in pieces], dtype=bool)
+
+    def _inner(self, tokenizer) -> None:
+        """What the body reader (:mod:`gemma_turns.blocks`) needs: each id's kind, each role's
+        code, the thinking switch, the quote, and the ids of ``thought\\n``."""
+        markers = self.markers
+        self.kind = kind_table(self, markers)
+        self.role_code = np.full(self.size + 1, 3, dtype=np.int64)
+        for code, role in enumerate(("system", "user", "model")):
+            if role in self.roles:
+                self.role_code[self.roles[role]] = code
+        self.think = markers[Marker.THINK]
+        self.quote = markers[Marker.QUOTE]
+        self.thought = tokenizer.processor.encode("thought\n")
+        names = {KIND_OF[m]: p for m, p in self.dialect.pieces.items() if m in KIND_OF}
+        names[MEDIA] = "a media marker"
+        names[HANDOVER] = self.dialect.pieces[Marker.RESPONSE_OPEN]
+        self.kind_name = lambda kind: names.get(kind, "?")
+        self.bodies: dict = {}  # (kind, body ids) -> what Blocks read there
 
     def _table(self, ids: np.ndarray, *, extra: bool = False) -> np.ndarray:
         table = np.zeros(self.size + 1, dtype=bool)
@@ -183,10 +207,10 @@ class Layout:
     ``missing_turn_newline``, ``text_between_turns``, ``bad_ending``).
     """
 
-    def __init__(self, units, vocab: Vocab, findings: Findings, *, expect=None, endings=None):
+    def __init__(self, units, vocab: Vocab, findings: Findings, *, expect=None, endings=None, checkpoint=None):
         self.units, self.vocab, self.findings = units, vocab, findings
         self.dialect = vocab.dialect
-        self.expect, self.endings = expect, endings
+        self.expect, self.endings, self.checkpoint = expect, endings, checkpoint
         b, v = units, vocab
         self.marks = v.breaks(b.flat)
         self.mark_ids = b.flat[self.marks].astype(np.int64)
@@ -208,6 +232,7 @@ class Layout:
         chat_mark = self.chat[self.mark_unit]
         turn_mark = ((self.mark_ids == v.open) | (self.mark_ids == v.close)) & chat_mark
         self._read_turns(self.marks[turn_mark], (self.mark_ids == v.open)[turn_mark], self.mark_unit[turn_mark])
+        self.blocks = Blocks(self) if self.dialect.tools else None
         self._read_endings()
 
     # -- reading
@@ -298,6 +323,8 @@ class Layout:
             ),
         )
         newline_ok = v.lookup(v.is_newline_run, header_newline)
+        if self.dialect.tools:  # all text after a header is trimmed: the newline is alone
+            newline_ok = header_newline == v.header_end
         bad_header = role_ok & (header_newline >= 0) & ~newline_ok
         hit(
             "bad_header",
@@ -397,13 +424,27 @@ class Layout:
                 np.where(closes_role == v.model, "model_turn", np.where(closes_role == v.user, "user_turn", "")),
                 np.where(prompt, "generation_prompt", ""),
             )
+            if self.blocks is not None:
+                # Gemma 4 leaves a model turn open in more ways: see Blocks.open_endings
+                system = closed & (closes_role == v.roles["system"])
+                ending[chat_units[system]] = "system_turn"
+                left_open = ~closed
+                found = self.blocks.open_endings(chat_units[left_open], position[left_open])
+                ending[chat_units[left_open]] = found
+                open_end = np.zeros(len(chat_units), bool)
+                open_end[left_open] = found == ""
             open_, close = v.open_piece, v.close_piece
             self.findings.hit(
                 "unclosed_turn",
                 end[open_end],
                 lambda k, p=position[open_end] - b.starts[chat_units[open_end]] + b.offsets[chat_units[open_end]]: (
                     f"the sequence ends inside the turn opened at position {p[k]} (truncated?); "
-                    f"only the generation prompt {open_}model\\n may stay open",
+                    f"only the generation prompt {open_}model\\n may stay open"
+                    + (
+                        ", or a model turn after its calls' hand-over or after tool results"
+                        if self.blocks is not None
+                        else ""
+                    ),
                     f"{close} (id {v.close}) \\n",
                 ),
                 units=chat_units[open_end],
@@ -413,12 +454,11 @@ class Layout:
 
     def _ending_rule(self) -> None:
         b = self.units
-        if self.endings is not None:
-            chat_ok = pt_ok = self.endings
-        elif self.expect is not None:
-            chat_ok = pt_ok = EXPECTED_ENDINGS[self.expect]
+        made = self.dialect.endings
+        if self.endings is not None or self.expect is not None:
+            chat_ok = pt_ok = accepted_endings(self.endings, self.expect, made)
         else:
-            chat_ok, pt_ok = CHAT_ENDINGS, PT_ENDINGS
+            chat_ok, pt_ok = CHAT_ENDINGS & made, PT_ENDINGS
         ending = self.ending
         known = ending != ""
         allowed = np.where(self.chat, np.isin(ending, list(chat_ok)), np.isin(ending, list(pt_ok)))
@@ -442,6 +482,8 @@ class Layout:
             ),
             units=wrong,
         )
+        if self.blocks is not None:
+            self._prompt_rule(known & allowed)
         # a chat unit without any turn
         no_turn = np.flatnonzero(self.chat & (self.last_marker < 0) & (b.ends - b.starts <= 1))
         self.findings.hit(
@@ -450,6 +492,35 @@ class Layout:
             lambda k: ("the chat sequence has no turn", " or ".join(ENDINGS[x] for x in sorted(chat_ok))),
             units=no_turn,
         )
+
+    def _prompt_rule(self, judged) -> None:
+        """The prompt's form follows the thinking switch (seen in the system turn) and, with
+        thinking off, the checkpoint: large ones add an empty thought channel."""
+        ending, thinking, checkpoint = self.ending, self.blocks.thinking, self.checkpoint
+        large = checkpoint is not None and checkpoint.empty_thought
+        wrong = judged & (
+            ((ending == "empty_thought_prompt") & (thinking | (checkpoint is not None and not large)))
+            | ((ending == "generation_prompt") & ~thinking & large)
+            | ((ending == "thought_after_results") & ~thinking)
+        )
+        units = np.flatnonzero(wrong)
+        turn_open = self.vocab.open_piece
+
+        def why(k, e=ending[units], on=thinking[units]):
+            if e[k] == "thought_after_results":
+                return ("the thinking prompt <|channel>thought\\n after tool results, but thinking is off "
+                        "(no <|think|> in the system turn)", "the sequence's end right after the results")
+            if on[k]:
+                return ("an empty thought channel ends the prompt, but thinking is on: every checkpoint's "
+                        f"prompt is then {turn_open}model\\n", f"{turn_open}model\\n at the end")
+            name = checkpoint.name
+            if large:
+                return (f"{name} ends its prompt (thinking off) with an empty thought channel",
+                        f"{turn_open}model\\n<|channel>thought\\n<channel|>")
+            return (f"the prompt has an empty thought channel, which only the large checkpoints write; {name} does not",
+                    f"{turn_open}model\\n at the end")
+
+        self.findings.hit("bad_ending", self.last_marker[units], why, units=units)
 
     # -- questions the rules ask
 
@@ -547,6 +618,7 @@ class Layout:
     def labels(self) -> list[tuple[str, str]]:
         """``(role, part)`` of every position of ``flat`` (see validator.label_tokens)."""
         b, v, parts = self.units, self.vocab, self.parts
+        inner = self.blocks.parts() if self.blocks is not None else None
         out = []
         for i in range(len(b.flat)):
             token = int(b.flat[i])
@@ -560,7 +632,7 @@ class Layout:
                     out.append(("text", "content"))
                 continue
             unit = self.unit_of[i]
-            prompt_open = self.ending[unit] == "generation_prompt"
+            prompt_open = self.ending[unit] in ("generation_prompt", "empty_thought_prompt")
             if i == self.unit_start[i] and token == v.bos:
                 out.append(("", "bos"))
             elif self.is_open[i]:
@@ -568,7 +640,10 @@ class Layout:
             elif parts.header[i]:
                 out.append((role, "prompt" if prompt_open and parts.last_open[i] == self.last_marker[unit] else "header"))
             elif parts.content[i]:
-                out.append((role, "content"))
+                if prompt_open and parts.last_open[i] == self.last_marker[unit]:
+                    out.append((role, "prompt"))  # the large checkpoints' empty thought channel
+                else:
+                    out.append((role, inner[i] if inner is not None and inner[i] else "content"))
             elif parts.closing[i]:
                 out.append((role, "marker"))
             elif parts.after_newline[i]:

@@ -28,6 +28,8 @@ from .chat_format import GEMMA3, Dialect, Marker
 from .conversation import normalize_messages
 from .errors import ParseError
 from .findings import BLOCKING, Ending, Expect
+from .blocks import CALL_O, CH_C, CH_O, CLOSE, HANDOVER, MEDIA, OPEN, RESP_O, THINK, TOOL_O
+from .turn_messages import content_of, finish_record, messages_of, normalized_record, system_content, tool_of
 from .validator import read_layout
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "ParsedConversation",
     "ParsedTurn",
     "normalized_messages",
+    "normalized_record",
     "parse",
 ]
 
@@ -72,6 +75,9 @@ class ParsedConversation:
     ending: Ending
     text: str | None = None
     dialect: Dialect = GEMMA3
+    record: dict | None = None  # dialects with tools (Gemma 4): the normalized record
+
+    PROMPTS = frozenset({"generation_prompt", "empty_thought_prompt", "thought_after_results"})
 
     @property
     def is_pt(self) -> bool:
@@ -80,19 +86,23 @@ class ParsedConversation:
     @property
     def messages(self) -> list[dict]:
         """The turns as ``{"role", "content"}`` messages, in the normalized form."""
+        if self.record is not None:
+            return self.record["messages"]
         return [{"role": turn.role, "content": turn.content} for turn in self.turns]
 
     @property
     def add_generation_prompt(self) -> bool:
-        return self.ending == "generation_prompt"
+        return self.ending in self.PROMPTS
 
-    def encodable_messages(self) -> list[dict]:
+    def encodable_messages(self) -> list[dict] | dict:
         """Messages that the encoder turns back into the same ids.
 
         The formatter trims content but not the system text, so a first user turn that
         starts (or ends) with whitespace can only come from a system message; it is split
         off as one here: ``system + "\\n\\n" + content``, the content trimmed.
         """
+        if self.record is not None:
+            return self.record  # Gemma 4: tools and the thinking switch travel with the messages
         messages = self.messages
         if not self.turns or self.turns[0].role != "user":
             return messages
@@ -138,7 +148,82 @@ def parse(ids: object, tokenizer, *, expect: Expect | None = None) -> ParsedConv
     if not layout.chat[0]:
         body = values[1 : len(values) - (ending == "eos")]
         return ParsedConversation(ending=ending, text=decode(body), dialect=dialect)
+    if layout.blocks is not None:
+        return ParsedConversation(ending=ending, dialect=dialect, record=_record(array, layout, decode))
     return ParsedConversation(turns=tuple(_turns(array, layout, decode)), ending=ending, dialect=dialect)
+
+
+def _record(array: np.ndarray, layout, decode) -> dict:
+    """The normalized record of the one unit, in a dialect with tools: the system turn, user
+    turns, and model turns cut into messages (see :mod:`gemma_turns.turn_messages`)."""
+    vocab, blocks = layout.vocab, layout.blocks
+    values = array.tolist()
+    media = {token_id: marker for marker, token_id in _media_markers(vocab).items()}
+    kinds, positions, turn_of = blocks.kind.tolist(), blocks.pos.tolist(), blocks.turn.tolist()
+    marks_of: dict[int, list[int]] = {}
+    for k, t in enumerate(turn_of):
+        if t >= 0:
+            marks_of.setdefault(t, []).append(k)
+    turns = layout.turns_of(0).tolist()
+    ending = str(layout.ending[0])
+    if ending in ("generation_prompt", "empty_thought_prompt"):
+        turns = turns[:-1]  # the prompt: no turn of the conversation
+    messages: list[dict] = []
+    tools: list[dict] = []
+    thinking = bool(blocks.thinking[0])
+    for j, t in enumerate(turns):
+        role = vocab.role_name(layout.role[t])
+        start, end = int(layout.opens[t]), int(layout.content_end[t])
+        marks = [k for k in marks_of.get(t, []) if kinds[k] not in (OPEN, CLOSE)]
+        if role == "system":
+            stop = positions[marks[0]] if marks and kinds[marks[0]] != THINK else end
+            text = _after_header(decode(values[start + 1 : stop]))
+            if marks and kinds[marks[0]] == THINK:
+                after = positions[marks[0]]
+                stop = positions[marks[1]] if len(marks) > 1 else end
+                text = decode(values[after + 1 : stop])[1:]
+            tools.extend(tool_of(*blocks.values[positions[k]]) for k in marks if kinds[k] == TOOL_O)
+            if text or not (tools or thinking):
+                messages.append({"role": "system", "content": system_content(text)})
+            continue
+        if role != "model":
+            cuts = [positions[k] for k in marks if kinds[k] == MEDIA]
+            parts: list = [_after_header(decode(values[start + 1 : cuts[0] if cuts else end]))]
+            for c, cut in enumerate(cuts):
+                parts.append(media[values[cut]])
+                parts.append(decode(values[cut + 1 : cuts[c + 1] if c + 1 < len(cuts) else end]))
+            messages.append({"role": role, "content": content_of([p for p in parts if p != ""])})
+            continue
+        elements: list[tuple] = []
+        here = start + 3
+        for k in marks:
+            kind, at = kinds[k], positions[k]
+            if at > here and kind in (CH_O, CALL_O, RESP_O, HANDOVER):
+                elements.append(("text", decode(values[here:at])))
+            if kind == CH_O:
+                if k + 1 < len(kinds) and kinds[k + 1] == CH_C:
+                    close = positions[k + 1]
+                    elements.append(("reasoning", decode(values[at + 1 : close])[len("thought\n") : -1]))
+            elif kind in (CALL_O, RESP_O):
+                name, value = blocks.values[at]
+                if kind == CALL_O:
+                    elements.append(("call", name, value))
+                else:
+                    elements.append(("result", name, value, ()))
+            elif kind == MEDIA:
+                _, name, value, returned = elements[-1]
+                elements[-1] = ("result", name, value, (*returned, media[values[at]]))
+            here = at + 1
+        if here < end and (not marks or kinds[marks[-1]] != CH_O):
+            elements.append(("text", decode(values[here:end])))
+        last = j == len(turns) - 1
+        messages.extend(messages_of(elements, closed=bool(layout.closed[t]), last=last))
+    return finish_record(messages, tools, thinking)
+
+
+def _after_header(text: str) -> str:
+    """The text after a turn header's newline, which may be decoded merged with what follows."""
+    return text.split("\n", 1)[1] if "\n" in text else ""
 
 
 def _turns(array: np.ndarray, layout, decode) -> list[ParsedTurn]:
@@ -179,7 +264,10 @@ def _media_markers(vocab) -> dict[Marker, int]:
 def normalized_messages(messages: object, dialect: Dialect = GEMMA3) -> list[dict]:
     """The form :func:`parse` gives ``messages`` back in (raises ConversationError as the
     encoder does): roles ``user``/``model``; text trimmed as the formatter trims it, text
-    parts joined; the system text and a blank line opening the first user turn's content."""
+    parts joined; the system text and a blank line opening the first user turn's content.
+    In a dialect with tools (Gemma 4): the messages of :func:`normalized_record`."""
+    if dialect.tools:
+        return normalized_record(messages, dialect)["messages"]
     conversation = normalize_messages(messages, dialect)
     out = []
     if conversation.system is not None and dialect.system == "own_turn":

@@ -307,93 +307,89 @@ def _mapping(value: object, path: str) -> Mapping:
 # -- reading back ------------------------------------------------------------------------------
 
 _ATOM = re.compile(r"-?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|inf|nan)|true|false|null")
+_INTEGER = re.compile(r"-?\d+")
+
+
+_TOKEN = re.compile(r"[{}\[\]:,]|[^{}\[\]:,]+")
+_DELIMITERS = frozenset("{}[]:,")
 
 
 def read_value(items: Sequence, *, prefix: str) -> tuple[str, object]:
-    """``(name, value)`` from items written by :func:`call_items` / :func:`response_items`
-    (``prefix`` is ``"call:"`` or ``"response:"``); a response ``{value:...}`` gives the bare
-    value. ValueError says where the items stop making sense."""
-    reader = _Reader(items)
-    head = reader.bare(stop="{")
+    """``(name, value)`` from items written by :func:`call_items` / :func:`response_items` /
+    :func:`declaration_items` (``prefix`` is ``"call:"``, ``"response:"`` or
+    ``"declaration:"``). ValueError says where the items stop making sense.
+
+    The text is cut into delimiters and the runs between them once (a regex), then read by
+    recursive descent over those tokens: no loop per character."""
+    tokens: list = []
+    for item in items:
+        if item is Q:
+            tokens.append(Q)
+        else:
+            tokens.extend(_TOKEN.findall(item))
+    k, n = 0, len(tokens)
+    while k < n and tokens[k] is not Q and tokens[k] != "{":
+        k += 1
+    head = "".join(tokens[:k])
     if not head.startswith(prefix):
         raise ValueError(f"expected {prefix!r}, found {head[:20]!r}")
-    name = head[len(prefix) :]
-    value = reader.value()
-    reader.end()
-    return name, value
+    value, k = _read(tokens, k)
+    if k != n:
+        raise ValueError(f"unexpected {_shown(tokens[k])} after the value")
+    return head[len(prefix) :], value
 
 
-class _Reader:
-    def __init__(self, items: Sequence):
-        self.items = list(items)
-        self.k = 0  # item
-        self.i = 0  # character in a text item
+def _shown(token) -> str:
+    return '<|"|>' if token is Q else repr(token[:20])
 
-    def _peek(self):
-        while self.k < len(self.items):
-            item = self.items[self.k]
-            if item is Q:
-                return Q
-            if self.i < len(item):
-                return item[self.i]
-            self.k, self.i = self.k + 1, 0
-        return None
 
-    def _take(self, char: str) -> None:
-        if self._peek() != char:
-            raise ValueError(f"expected {char!r}, found {self._peek()!r}")
-        self.i += 1
+def _expect(tokens: list, k: int, char: str) -> int:
+    if k >= len(tokens) or tokens[k] != char:
+        found = "the end" if k >= len(tokens) else _shown(tokens[k])
+        raise ValueError(f"expected {char!r}, found {found}")
+    return k + 1
 
-    def bare(self, *, stop: str) -> str:
-        chars = []
-        while (c := self._peek()) is not None and c is not Q and c not in stop:
-            chars.append(c)
-            self.i += 1
-        return "".join(chars)
 
-    def value(self) -> object:
-        c = self._peek()
-        if c is Q:
-            self.k, self.i = self.k + 1, 0
-            text = []
-            while (c := self._peek()) is not Q:
-                if c is None:
-                    raise ValueError("a string is never closed by <|\"|>")
-                item = self.items[self.k]
-                text.append(item[self.i :])
-                self.k, self.i = self.k + 1, 0
-            self.k, self.i = self.k + 1, 0
-            return "".join(text)
-        if c == "{":
-            self.i += 1
-            out = {}
-            while self._peek() != "}":
-                if out:
-                    self._take(",")
-                key = self.value() if self._peek() is Q else self.bare(stop=":")
-                self._take(":")
-                out[key] = self.value()
-            self.i += 1
-            return out
-        if c == "[":
-            self.i += 1
-            out = []
-            while self._peek() != "]":
-                if out:
-                    self._take(",")
-                out.append(self.value())
-            self.i += 1
-            return out
-        atom = self.bare(stop=",}]")
-        if not _ATOM.fullmatch(atom):
-            raise ValueError(f"not a value: {atom[:20]!r}")
-        if atom in ("true", "false"):
-            return atom == "true"
-        if atom == "null":
-            return None
-        number = float(atom)
-        return int(atom) if re.fullmatch(r"-?\d+", atom) else number
-
-    def end(self) -> None:
-        if self._peek() is not None:
-            raise ValueError(f"unexpected {self._peek()!r} after the value")
+def _read(tokens: list, k: int) -> tuple[object, int]:
+    n = len(tokens)
+    if k >= n:
+        raise ValueError("the value ends early")
+    token = tokens[k]
+    if token is Q:
+        j = k + 1
+        while j < n and tokens[j] is not Q:
+            j += 1
+        if j == n:
+            raise ValueError('a string is never closed by <|"|>')
+        return "".join(tokens[k + 1 : j]), j + 1
+    if token == "{":
+        out: dict = {}
+        k += 1
+        while k >= n or tokens[k] != "}":
+            if out:
+                k = _expect(tokens, k, ",")
+            if k < n and tokens[k] is Q:
+                key, k = _read(tokens, k)
+            elif k < n and tokens[k] not in _DELIMITERS:
+                key, k = tokens[k], k + 1
+            else:
+                raise ValueError(f"expected a key, found {'the end' if k >= n else _shown(tokens[k])}")
+            k = _expect(tokens, k, ":")
+            out[key], k = _read(tokens, k)
+        return out, k + 1
+    if token == "[":
+        items: list = []
+        k += 1
+        while k >= n or tokens[k] != "]":
+            if items:
+                k = _expect(tokens, k, ",")
+            value, k = _read(tokens, k)
+            items.append(value)
+        return items, k + 1
+    if token in _DELIMITERS or not _ATOM.fullmatch(token):
+        raise ValueError(f"not a value: {_shown(token)}")
+    if token in ("true", "false"):
+        return token == "true", k + 1
+    if token == "null":
+        return None, k + 1
+    return (int(token) if _INTEGER.fullmatch(token) else float(token)), k + 1

@@ -3,7 +3,8 @@
     ids (+ loss mask, attention mask, segment ids)
       -> shapes     units: one per sequence, or per packed segment; padding cut off by the masks
       -> layout     turns, roles, content spans and endings, read through the dialect
-                    (structure rules: markers, role headers, endings)
+                    (structure rules: markers, role headers, endings); in Gemma 4 the turn
+                    bodies too (blocks: channels, declarations, calls, results; body_rules)
       -> rules      token rules (ids in range, BOS, EOS, PAD, reserved ids); the loss mask as
                     spans, compared with the encoder's; content trimmed as the formatter does;
                     optional, slower, canonical tokenization: every text run re-encodes to its ids
@@ -12,6 +13,9 @@
 No rule loops over tokens in Python: rules work on the few positions that are not plain text
 (markers, BOS, EOS, PAD, reserved ids), on the ids a fixed offset after them, and on spans
 compared through one prefix sum. Per-token views are built only to explain a finding.
+
+A sequence written in another dialect gets one ``dialect_mismatch`` finding instead of all
+it breaks (dialect_check).
 
 A sequence passes when it is exactly what :class:`~gemma_turns.encoder.GemmaTokenizer` would
 produce for some conversation (reserved text escaped): for an unpadded sequence ``x`` with its
@@ -27,6 +31,7 @@ from typing import Literal
 
 import numpy as np
 
+from .body_rules import refine_messages, trained_holes, whitespace_in_bodies
 from .findings import (
     BLOCKING,
     ENDINGS,
@@ -38,6 +43,7 @@ from .findings import (
     Findings,
     Report,
 )
+from .dialect_check import mismatch
 from .layout import Layout, vocab_of
 from .shapes import int_array, prepare
 
@@ -51,6 +57,7 @@ __all__ = [
     "Finding",
     "Report",
     "assert_valid",
+    "expectations",
     "label_tokens",
     "read_layout",
     "validate",
@@ -71,6 +78,7 @@ def validate(
     canonical: bool = True,
     max_findings: int | None = None,
     num_threads: int | None = None,
+    checkpoint: str | None = None,
 ) -> Report:
     """Check token sequences made for ``tokenizer`` (a GemmaTokenizer) and report every finding.
 
@@ -92,8 +100,14 @@ def validate(
     defaults: ``"all"``, ``False``). ``None`` means unknown: a mask passes if it has any of the
     legal shapes. With ``expect="inference"`` every model turn is trained, as the encoder does.
 
-    ``canonical``: re-encode each text run and compare (slower: a SentencePiece encode of all
-    the text). ``max_findings`` caps the findings listed (every one is still counted).
+    ``canonical``: re-encode each text run and compare, and (Gemma 4) read every thought
+    channel and tool body back (slower: a SentencePiece encode of all the text, a decode of
+    the bodies). ``max_findings`` caps the findings listed (every one is still counted).
+
+    ``checkpoint`` (Gemma 4: ``e2b`` ... ``31b``, as ``EncodeOptions.checkpoint``): the model
+    whose generation prompt is expected; None accepts either form. Endings named in
+    ``endings`` stand for every form the dialect makes of them (``generation_prompt`` also
+    the large checkpoints' prompt, the prompt after tool results and the hand-over).
     """
     if expect is not None and expect not in EXPECTED_ENDINGS:
         raise ValueError(f"expect must be 'inference', 'training', 'pt' or None, got {expect!r}")
@@ -104,6 +118,7 @@ def validate(
         if unknown:
             raise ValueError(f"unknown endings {sorted(unknown)}; choose from {sorted(ENDINGS)}")
     vocab = vocab_of(tokenizer)
+    named = tokenizer.dialect.checkpoint(checkpoint)
     units = prepare(sequences, loss_mask, attention_mask, segment_ids, vocab.pad)
     check = _Check(
         units,
@@ -112,9 +127,40 @@ def validate(
         endings=None if endings is None else frozenset(endings),
         train_on=train_on,
         train_newline=train_newline,
+        checkpoint=named,
     )
     check.run(canonical=canonical, num_threads=num_threads)
     return check.findings.report(max_findings)
+
+
+def expectations(encode_options) -> dict:
+    """:func:`validate` keywords that check what the encoder made with ``encode_options`` (an
+    EncodeOptions, or the dict a manifest records as ``encode_options``): the mode, its
+    endings, the mask options and (Gemma 4) the checkpoint whose prompt is expected.
+
+    >>> expectations({"mode": "inference", "checkpoint": "31b"})["endings"]
+    ['generation_prompt', 'model_turn']
+    """
+    options = encode_options.as_dict() if hasattr(encode_options, "as_dict") else dict(encode_options or {})
+    out: dict = {}
+    mode = options.get("mode")
+    if mode in EXPECTED_ENDINGS:
+        out["expect"] = mode
+    prompt = options.get("add_generation_prompt")
+    if mode == "inference":
+        # None: a prompt after a user turn, none after the model's own answer
+        out["endings"] = {True: ["generation_prompt"], False: ["model_turn", "user_turn"]}.get(
+            prompt, ["generation_prompt", "model_turn"]
+        )
+        if prompt is not False and isinstance(options.get("checkpoint"), str):
+            out["checkpoint"] = options["checkpoint"]
+    if mode == "pt" and options.get("add_eos") is False:
+        out["endings"] = ["text"]
+    if options.get("train_on") in ("all", "last"):
+        out["train_on"] = options["train_on"]
+    if isinstance(options.get("train_newline"), bool):
+        out["train_newline"] = options["train_newline"]
+    return out
 
 
 def assert_valid(sequences: object, tokenizer, **options) -> None:
@@ -135,6 +181,8 @@ def read_layout(ids: np.ndarray, tokenizer, *, expect: Expect | None) -> tuple[L
     vocab = vocab_of(tokenizer)
     units = prepare(ids[None], None, np.ones((1, len(ids)), np.int8), None, vocab.pad)
     check = _Check(units, tokenizer, expect=expect, endings=None, train_on="all", train_newline=False)
+    if check.layout.blocks is not None:
+        check.layout.blocks.read_bodies()  # the parser needs the values
     return check.layout, check.findings
 
 
@@ -150,8 +198,10 @@ def label_tokens(
 
     role: a role of the dialect (``user``, ``model``), ``text`` (PT) or ``""``; part: ``bos``,
     ``marker``, ``header``, ``content``, ``newline`` (after the closing marker), ``prompt``
-    (the generation prompt), ``eos``, ``outside`` (in no turn) or ``pad``. Masks as in
-    :func:`validate`.
+    (the generation prompt), ``eos``, ``outside`` (in no turn) or ``pad``; in Gemma 4 also
+    ``think``, ``declaration``, ``thought``, ``call``, ``hand-over`` (the trained
+    ``<|tool_response>`` after calls), ``result`` (what a tool wrote) and ``media``. Masks as
+    in :func:`validate`.
     """
     row = int_array(ids, "ids")
     if row.ndim != 1:
@@ -178,7 +228,7 @@ class _Check:
     Hits stay arrays in ``findings`` until the report shows them.
     """
 
-    def __init__(self, units, tokenizer, *, expect, endings, train_on, train_newline):
+    def __init__(self, units, tokenizer, *, expect, endings, train_on, train_newline, checkpoint=None):
         self.batch = units
         self.tokenizer = tokenizer
         self.vocab = vocab_of(tokenizer)
@@ -187,8 +237,9 @@ class _Check:
         self.train_newline = train_newline
         self.findings = Findings(units, self.vocab.show)
         self.hit = self.findings.hit
-        self.layout = Layout(units, self.vocab, self.findings, expect=expect, endings=endings)
+        self.layout = Layout(units, self.vocab, self.findings, expect=expect, endings=endings, checkpoint=checkpoint)
         self.token_rules()
+        mismatch(self.layout, tokenizer)
 
     @property
     def blocked(self) -> np.ndarray:
@@ -206,6 +257,8 @@ class _Check:
         self.whitespace()
         self.loss_rule()
         if canonical:
+            if self.layout.blocks is not None:
+                self.layout.blocks.read_bodies()
             self.canonical(num_threads)
 
     def token_rules(self) -> None:
@@ -247,21 +300,41 @@ class _Check:
             ),
             units=missing,
         )
+        inside_bos = is_bos & (marks > starts[unit])
+        # Gemma 4: a second BOS right after the first is the template's '<bos>' read as the
+        # BOS id by a fast tokenizer, plus the tokenizer's own from add_special_tokens=True
+        second = (marks[inside_bos] == starts[unit[inside_bos]] + 1) & v.dialect.tools
         self.hit(
             "bos_inside",
-            marks[is_bos & (marks > starts[unit])],
+            marks[inside_bos],
             lambda k: (
-                "BOS inside the sequence: the double-BOS bug (BOS added twice, or by a "
+                "doubled BOS: the chat template writes '<bos>' (read as the BOS id here) and the "
+                "tokenizer added its own with add_special_tokens=True; tokenize the template's "
+                "text with add_special_tokens=False, or let apply_chat_template tokenize"
+                if second[k]
+                else "BOS inside the sequence: the double-BOS bug (BOS added twice, or by a "
                 "template and again by the tokenizer), or sequences joined without segment ids",
                 "no BOS after position 0",
             ),
         )
         where_text_bos = np.flatnonzero(lay.text_bos)
+        doubled = lay.starts_with_bos[where_text_bos]
+        precise = v.dialect.tools  # Gemma 4: name the pipeline that makes each form
         self.hit(
             "text_bos",
             lay.first_content[where_text_bos],
             lambda k: (
-                "BOS spelled as text at the start: a template wrote '<bos>' into the text, "
+                (
+                    "doubled BOS: the BOS id, then '<bos>' as text: the chat template's text (which "
+                    "starts with '<bos>') was tokenized with add_special_tokens=True; tokenize the "
+                    "template's text with add_special_tokens=False, or let apply_chat_template tokenize"
+                    if doubled[k]
+                    else "BOS spelled as text and no BOS id: the template's '<bos>' text was tokenized "
+                    "as plain pieces (a CONTROL piece never comes from text); drop '<bos>' from the "
+                    "text and insert the BOS id as an integer"
+                )
+                if precise
+                else "BOS spelled as text at the start: a template wrote '<bos>' into the text, "
                 "which the tokenizer encodes as plain pieces; remove it from the template and "
                 "insert the BOS id as an integer",
                 f"<bos> as its id {v.bos}, once, at position 0",
@@ -270,17 +343,29 @@ class _Check:
         )
         eos_bad = is_eos & (chat_mark | (marks != ends[unit] - 1))
         close = v.close_piece
+        # Gemma 4: an EOS that ends a turn (before its \n, or at the end) stands for <turn|>
+        as_close = np.zeros(int(eos_bad.sum()), bool)
+        if v.dialect.tools and as_close.size:
+            where = marks[eos_bad]
+            after = b.at(where, 1, unit[eos_bad])
+            as_close = chat_mark[eos_bad] & ((after == v.newline) | (after < 0))
         self.hit(
             "eos_inside",
             marks[eos_bad],
             lambda k, in_chat=chat_mark[eos_bad]: (
                 (
+                    f"EOS where {close} belongs: a template or collator closed the turn with the "
+                    f"tokenizer's eos_token; Gemma 4 turns end with {close}\\n, and the model must "
+                    f"learn {close} to stop"
+                )
+                if as_close[k]
+                else (
                     f"EOS in a chat sequence: Gemma chat sequences end with {close}\\n "
                     "(or the generation prompt), never with <eos>"
                 )
                 if in_chat[k]
                 else "EOS before the end of a PT text",
-                "no <eos> here",
+                f"{close} (id {v.close})" if as_close[k] else "no <eos> here",
             ),
         )
         self.hit(
@@ -305,6 +390,11 @@ class _Check:
     # -- trimmed content
 
     def whitespace(self) -> None:
+        if self.layout.blocks is not None:
+            return whitespace_in_bodies(self)
+        return self._whitespace()
+
+    def _whitespace(self) -> None:
         """Content segments (text between a header, image markers and <end_of_turn>) must be
         trimmed, as the formatter trims them; the first user turn may open with a system text."""
         b, v = self.batch, self.vocab
@@ -408,14 +498,16 @@ class _Check:
         candidates = []
         for train_on in train_ons:
             trained_turn = model_turn & (last_model if train_on == "last" else True)
+            # what a tool writes inside trained turns: spans given backwards, so they subtract
+            hole_starts, hole_stops, hole_units, trained_turn = trained_holes(lay, trained_turn)
             for newline in newlines:
                 stop = content_end + closed + (newline & newline_after)
                 candidates.append(
                     (
                         (train_on, newline),
-                        np.concatenate([content_start[trained_turn], b.starts[pt_units] + 1]),
-                        np.concatenate([stop[trained_turn], b.ends[pt_units]]),
-                        np.concatenate([sot_unit[trained_turn], pt_units]),
+                        np.concatenate([content_start[trained_turn], b.starts[pt_units] + 1, hole_stops]),
+                        np.concatenate([stop[trained_turn], b.ends[pt_units], hole_starts]),
+                        np.concatenate([sot_unit[trained_turn], pt_units, hole_units]),
                         trained_turn,
                     )
                 )
@@ -502,6 +594,8 @@ class _Check:
         )
         if want == 0 and part.startswith(("the role header", "<start_of_turn>", "BOS")):
             text += " (headers and BOS are never trained)"
+        if self.layout.blocks is not None:
+            text = refine_messages(self.layout, start, want, text)
         if unknown:
             train_on, newline = names[int(chosen[unit])]
             text += f" (options unknown: compared with the closest legal mask, train_on={train_on!r}, train_newline={newline})"
@@ -569,7 +663,7 @@ class _Check:
             if ids != again:
                 d = next((i for i, (x, y) in enumerate(zip(ids, again)) if x != y), min(len(ids), len(again)))
                 bad.append(k)
-                where.append(int(starts[k]) + d)
+                where.append(min(int(starts[k]) + d, int(stops[k]) - 1))  # a token of the run
                 expected.append((again[d : d + 6], texts[k]))
         self.hit(
             "noncanonical",
@@ -590,7 +684,7 @@ class _Check:
 def _prefix_sums(mask: np.ndarray) -> np.ndarray:
     """``total[i]`` = how many of ``mask[:i]`` are set (``len(mask) + 1`` entries)."""
     total = np.zeros(len(mask) + 1, dtype=np.int32 if len(mask) < 2**31 else np.int64)
-    np.cumsum(mask, out=total[1:])
+    np.cumsum(mask, dtype=total.dtype, out=total[1:])  # dtype given: no casting buffer
     return total
 
 

@@ -21,8 +21,19 @@ from .validate_command import add_check_options, check_options, open_source
 
 __all__ = ["register", "run"]
 
-ROLE_COLORS = {"user": "36", "model": "32", "text": "33"}  # cyan, green, yellow
-PART_COLORS = {"bos": "35", "marker": "35", "prompt": "35", "eos": "35", "pad": "2", "outside": "31"}
+ROLE_COLORS = {"user": "36", "model": "32", "text": "33", "system": "34"}  # cyan, green, yellow, blue
+PART_COLORS = {
+    "bos": "35",
+    "marker": "35",
+    "prompt": "35",
+    "eos": "35",
+    "pad": "2",
+    "outside": "31",
+    "think": "35",
+    "thought": "90",  # grey: the model's reasoning
+    "result": "33",  # yellow: what a tool wrote (never trained)
+    "declaration": "34",
+}
 PIECE_WIDTH = 24
 PAD_RUN_SHOWN = 2
 
@@ -158,7 +169,7 @@ def _piece(tokenizer, token: int) -> str:
 
 
 def _line(position, token, piece, role, part, mask, note, *, color: bool, bold: bool = False) -> str:
-    cells = f"{position:>6} {token:>7}  {piece:<{PIECE_WIDTH}} {role:<6} {part:<8} {mask:>4}"
+    cells = f"{position:>6} {token:>7}  {piece:<{PIECE_WIDTH}} {role:<6} {part:<11} {mask:>4}"
     if bold:
         return f"\x1b[1m{cells}  {note}".rstrip() + "\x1b[0m"
     if color:
