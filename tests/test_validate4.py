@@ -294,7 +294,7 @@ def test_inspect_labels_channels_calls_and_results(fixture4_tokenizer):
 
 def test_expectations_follow_the_encode_options_the_manifest_records(fixture4_tokenizer):
     from gemma_turns import EncodeOptions
-    from gemma_turns.validator import expectations
+    from gemma_turns.options import validate_keywords as expectations
 
     tok = fixture4_tokenizer
     options = EncodeOptions(mode="inference", checkpoint="31b")

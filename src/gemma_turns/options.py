@@ -184,7 +184,8 @@ class ArrayOptions(_Recorded):
 
 
 def validate_keywords(recorded: Mapping | None) -> dict:
-    """The keywords of ``validate()`` for ids made with the recorded encode options.
+    """The keywords of ``validate()`` for ids made with the recorded encode options (or an
+    EncodeOptions).
 
     Only what the record states: a missing or unreadable field stays unknown, so the
     validator accepts any legal shape for it. ``{}`` for no record.
@@ -193,6 +194,8 @@ def validate_keywords(recorded: Mapping | None) -> dict:
         -> {"expect": "inference", "endings": ["generation_prompt", "model_turn"],
             "train_on": "all"}
     """
+    if isinstance(recorded, EncodeOptions):
+        recorded = recorded.as_dict()
     if not isinstance(recorded, Mapping):
         return {}
     out: dict = {}
@@ -205,6 +208,8 @@ def validate_keywords(recorded: Mapping | None) -> dict:
             True: ["generation_prompt"],
             False: ["model_turn", "user_turn"],
         }.get(prompt, ["generation_prompt", "model_turn"])  # None: a prompt after a user turn
+        if prompt is not False and isinstance(recorded.get("checkpoint"), str):
+            out["checkpoint"] = recorded["checkpoint"]  # Gemma 4: whose prompt is expected
     if mode == "pt" and recorded.get("add_eos") is False:
         out["endings"] = ["text"]
     if recorded.get("train_on") in ("all", "last"):

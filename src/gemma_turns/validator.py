@@ -57,7 +57,6 @@ __all__ = [
     "Finding",
     "Report",
     "assert_valid",
-    "expectations",
     "label_tokens",
     "read_layout",
     "validate",
@@ -131,36 +130,6 @@ def validate(
     )
     check.run(canonical=canonical, num_threads=num_threads)
     return check.findings.report(max_findings)
-
-
-def expectations(encode_options) -> dict:
-    """:func:`validate` keywords that check what the encoder made with ``encode_options`` (an
-    EncodeOptions, or the dict a manifest records as ``encode_options``): the mode, its
-    endings, the mask options and (Gemma 4) the checkpoint whose prompt is expected.
-
-    >>> expectations({"mode": "inference", "checkpoint": "31b"})["endings"]
-    ['generation_prompt', 'model_turn']
-    """
-    options = encode_options.as_dict() if hasattr(encode_options, "as_dict") else dict(encode_options or {})
-    out: dict = {}
-    mode = options.get("mode")
-    if mode in EXPECTED_ENDINGS:
-        out["expect"] = mode
-    prompt = options.get("add_generation_prompt")
-    if mode == "inference":
-        # None: a prompt after a user turn, none after the model's own answer
-        out["endings"] = {True: ["generation_prompt"], False: ["model_turn", "user_turn"]}.get(
-            prompt, ["generation_prompt", "model_turn"]
-        )
-        if prompt is not False and isinstance(options.get("checkpoint"), str):
-            out["checkpoint"] = options["checkpoint"]
-    if mode == "pt" and options.get("add_eos") is False:
-        out["endings"] = ["text"]
-    if options.get("train_on") in ("all", "last"):
-        out["train_on"] = options["train_on"]
-    if isinstance(options.get("train_newline"), bool):
-        out["train_newline"] = options["train_newline"]
-    return out
 
 
 def assert_valid(sequences: object, tokenizer, **options) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..validator import label_tokens, validate
 from .common import EXIT_INVALID, EXIT_OK, CommandError, load_tokenizer
-from .validate_command import add_check_options, check_options, open_source
+from .validate_command import add_check_options, check_checkpoint, check_options, open_source
 
 __all__ = ["register", "run"]
 
@@ -70,6 +70,7 @@ def run(args) -> int:
     if args.sequence < 0:
         raise CommandError(f"--sequence must be 0 or more, got {args.sequence}")
     tokenizer = load_tokenizer(args.tokenizer)
+    check_checkpoint(args, tokenizer)
     source = open_source(args.input, tokenizer)
     row = _find(source, args.sequence)
     ids, loss, attention, segments = row

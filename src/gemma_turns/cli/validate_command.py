@@ -100,6 +100,13 @@ def add_check_options(parser) -> None:
         help="whether the loss mask covers the \\n after each trained <end_of_turn> "
         "(default: the manifest's, else either)",
     )
+    parser.add_argument(
+        "--checkpoint",
+        metavar="NAME",
+        default=None,
+        help="Gemma 4: the model the generation prompt is for (e2b ... 31b), which decides its "
+        "form (default: the manifest's, else any form)",
+    )
 
 
 # -- inputs -------------------------------------------------------------------------------------
@@ -144,6 +151,7 @@ def run(args) -> int:
     if args.max_findings < 0:
         raise CommandError(f"--max-findings must be 0 (no limit) or more, got {args.max_findings}")
     tokenizer = load_tokenizer(args.tokenizer)
+    check_checkpoint(args, tokenizer)
     out = sys.stdout
     summary_stream = sys.stderr if args.json else sys.stdout
     budget = None if args.max_findings == 0 else args.max_findings
@@ -239,6 +247,15 @@ def _warn(path: str, source: Source, already: int) -> int:
     return len(source.warnings)
 
 
+def check_checkpoint(args, tokenizer) -> None:
+    """A --checkpoint the model's dialect does not know is a usage error, before any work."""
+    if args.checkpoint is not None:
+        try:
+            tokenizer.dialect.checkpoint(args.checkpoint)
+        except ValueError as error:
+            raise CommandError(str(error)) from None
+
+
 def check_options(args, manifest) -> dict:
     options = manifest_options(manifest)
     if args.expect is not None:
@@ -248,6 +265,8 @@ def check_options(args, manifest) -> dict:
         options["train_on"] = args.train_on
     if args.train_newline is not None:
         options["train_newline"] = args.train_newline
+    if args.checkpoint is not None:
+        options["checkpoint"] = args.checkpoint
     # Options nobody stated are unknown: any legal loss-mask shape passes.
     options.setdefault("train_on", None)
     options.setdefault("train_newline", None)
