@@ -54,19 +54,8 @@ ENDINGS: dict[str, str] = {
     "eos": "<eos>",
     "text": "text without <eos> (a PT prompt)",
 }
-CHAT_ENDINGS = frozenset(
-    {
-        "generation_prompt",
-        "empty_thought_prompt",
-        "model_turn",
-        "hand_over",
-        "after_results",
-        "thought_after_results",
-        "user_turn",
-        "system_turn",
-    }
-)
 PT_ENDINGS = frozenset({"eos", "text"})
+CHAT_ENDINGS = frozenset(ENDINGS) - PT_ENDINGS
 EXPECTED_ENDINGS = {
     "inference": frozenset(
         {"generation_prompt", "empty_thought_prompt", "hand_over", "after_results", "thought_after_results"}

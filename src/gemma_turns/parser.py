@@ -273,19 +273,8 @@ def normalized_messages(messages: object, dialect: Dialect = GEMMA3) -> list[dic
     if conversation.system is not None and dialect.system == "own_turn":
         out.append({"role": dialect.system_role, "content": conversation.system})
     for k, turn in enumerate(conversation.turns):
-        parts: list[str | Marker] = []
-        pending = ""
+        prefix = ""
         if k == 0 and conversation.system is not None and dialect.system == "first_user_turn":
-            pending = conversation.system + dialect.system_separator
-        for part in turn.parts:
-            if isinstance(part, Marker):
-                if pending:
-                    parts.append(pending)
-                    pending = ""
-                parts.append(part)
-            else:
-                pending += part.strip()
-        if pending:
-            parts.append(pending)
-        out.append({"role": turn.role, "content": ParsedTurn(turn.role, tuple(parts), 0, 0).content})
+            prefix = conversation.system + dialect.system_separator
+        out.append({"role": turn.role, "content": content_of(turn.parts, prefix)})
     return out

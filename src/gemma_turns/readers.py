@@ -192,7 +192,9 @@ def _npy_chunks(path: str) -> Iterator[Chunk]:
 
 
 @contextmanager
-def _open(path: str):
+def open_binary(path: str):
+    """The file at ``path`` in binary mode, or standard input for ``-``; DatasetError names
+    a file that cannot be opened."""
     if path == "-":
         yield sys.stdin.buffer
         return
@@ -207,7 +209,7 @@ def _open(path: str):
 def _jsonl_chunks(path: str, source: Source) -> Iterator[Chunk]:
     """JSON lines; sequence ``k`` is line ``k + 1`` (blank lines keep their index). Lines
     that are no sequence are listed in ``source.bad_lines``, and reported at the end."""
-    with _open(path) as stream:
+    with open_binary(path) as stream:
         rows, losses, attentions, indices = [], [], [], []
         for number, raw in enumerate(stream, start=1):
             if not raw.strip():

@@ -114,10 +114,11 @@ def tool_of(name: str, declaration: dict) -> dict:
     return {"type": "function", "function": {"name": name, **declaration}}
 
 
-def content_of(parts) -> str | list[dict]:
-    """User content: a string, or text parts (trimmed, joined) and media parts."""
+def content_of(parts, prefix: str = "") -> str | list[dict]:
+    """User content: a string, or text parts (trimmed, joined) and media parts. ``prefix``
+    opens the first text untrimmed (Gemma 3's system text and its separator)."""
     out: list = []
-    pending = ""
+    pending = prefix
     for part in parts:
         if isinstance(part, Marker):
             if pending:

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import BinaryIO
 
 from ..encoder import GemmaTokenizer
 from ..errors import TokenizerError
+from ..readers import open_binary
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -52,18 +49,7 @@ class GuardedOutput:
         return getattr(self._stream, name)
 
 
-@contextmanager
-def open_input(path: str) -> Iterator[BinaryIO]:
-    """The file at ``path`` in binary mode, or standard input for ``-``."""
-    if path == "-":
-        yield sys.stdin.buffer
-        return
-    try:
-        handle = open(path, "rb")
-    except OSError as error:
-        raise CommandError(f"cannot read {path!r}: {error.strerror}") from None
-    with handle:
-        yield handle
+open_input = open_binary  # the file at ``path`` in binary mode, or standard input for ``-``
 
 
 def load_tokenizer(path: str) -> GemmaTokenizer:
