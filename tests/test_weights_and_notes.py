@@ -44,3 +44,19 @@ def test_reasoning_on_gemma3_is_noted(fixture_tokenizer):
     encoding = fixture_tokenizer.encode_chat(messages, mode="training")
     assert encoding.notes == ("ignored_reasoning",)
     assert "why" not in fixture_tokenizer.decode(encoding.ids)
+
+
+def test_encode_counts_the_notes_once_per_run(tmp_path, capsys):
+    from conftest import FIXTURE4_MODEL, FIXTURE_MODEL
+
+    from gemma_turns.cli import main
+
+    data = tmp_path / "in.jsonl"
+    record = '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "reasoning_content": "r"}, {"role": "user", "content": "q2"}, {"role": "assistant", "content": "b"}]}\n'
+    data.write_text(record * 3)
+    assert main(["encode", "--tokenizer", str(FIXTURE_MODEL), "--mode", "training", str(data), "-o", str(tmp_path / "o.npz"), "--max-length", "64"]) == 0
+    assert "notes: ignored_reasoning 3" in capsys.readouterr().err
+    assert main(["encode", "--tokenizer", str(FIXTURE4_MODEL), "--mode", "training", "--earlier-reasoning", "drop", str(data)]) == 0
+    assert capsys.readouterr().err.count("notes: dropped_reasoning 3") == 1
+    assert main(["encode", "--tokenizer", str(FIXTURE4_MODEL), "--mode", "training", str(data)]) == 1  # refused
+    assert "earlier_reasoning 3" in capsys.readouterr().err

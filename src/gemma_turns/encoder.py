@@ -316,6 +316,15 @@ class GemmaTokenizer:
     def piece(self, token_id: int) -> str:
         return self.pieces[token_id]
 
+    @property
+    def segment_cache(self) -> SegmentCache:
+        """The recurring segments' ids (``served_tokens`` counts the ids they gave)."""
+        return self._segments
+
+    def clear_segment_cache(self) -> None:
+        """Forget every remembered segment (benchmarks time a first pass with it)."""
+        self._segments = SegmentCache(self._segments.capacity)
+
     # -- internals -----------------------------------------------------------------------
     #
     # Encoding runs in three steps: plan each record (check, format, find reserved text)

@@ -98,6 +98,7 @@ def drop_oldest_turns(
     return Encoding(
         np.concatenate([encoding.ids[:head], encoding.ids[tail:]]),
         np.concatenate([encoding.loss_mask[:head], encoding.loss_mask[tail:]]),
+        encoding.notes,
     )
 
 
@@ -181,7 +182,7 @@ def _fit(tokenizer, record: Record, encode_options, array_options) -> Record:
     if policy == "truncate":
         pt = encode_options.mode == "pt"
         ids, mask = truncate(encoding.ids, encoding.loss_mask, limit, keep_cut_span=pt)
-        return truncated(Encoding(ids, mask))
+        return truncated(Encoding(ids, mask, encoding.notes))
     try:
         shorter = drop_oldest_turns(
             tokenizer, record.value, max_length=limit, options=encode_options, encoding=encoding

@@ -125,6 +125,7 @@ class Counts:
     tokens: int = 0  # real tokens in the rows
     cells: int = 0  # rows x width
     input_bytes: int = 0
+    notes: Counter = field(default_factory=Counter)  # what documented rules dropped, by note
     problems: list = field(default_factory=list, repr=False)  # first SHOWN_PROBLEMS numbers
 
     def add(self, record: Record, *, mode: str | None = None) -> None:
@@ -139,6 +140,8 @@ class Counts:
             return
         self.encoded += 1
         self.encoded_tokens += record.length
+        if record.encoding is not None and record.encoding.notes:
+            self.notes.update(record.encoding.notes)
         if record.kind == "dropped":
             self.dropped[record.drop.code] += 1
             self._problem(record.number)
@@ -170,6 +173,7 @@ class Counts:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "problems"}
         out["rejected"] = dict(self.rejected.most_common())
         out["dropped"] = dict(self.dropped.most_common())
+        out["notes"] = dict(self.notes.most_common())
         out["fill_ratio"] = round(self.fill_ratio, 6)
         return out
 
@@ -192,6 +196,13 @@ class Counts:
             f"{head}; {self.truncated} truncated{untrained}, {by_code(self.dropped)} dropped; "
             f"{self.rows} rows, {self.tokens} tokens, fill ratio {self.fill_ratio:.1%}"
         )
+
+    def noted(self) -> str | None:
+        """What documented rules left out, once per run: ``notes: dropped_reasoning 3`` (a
+        record's reasoning the format has no place for), or None."""
+        if not self.notes:
+            return None
+        return "notes: " + ", ".join(f"{note} {n}" for note, n in self.notes.most_common())
 
     def where(self, noun: str = "line") -> str | None:
         """Where the first rejected or dropped records are, or None when there are none:

@@ -358,7 +358,11 @@ def run_arrays(args) -> int:
 
 
 def _where(counts: Counts, args) -> None:
-    """The first rejected or dropped line numbers, and where to find them all."""
+    """What documented rules left out, the first rejected or dropped line numbers, and where
+    to find them all."""
+    noted = counts.noted()
+    if noted is not None:
+        print(f"gemma-turns encode: {noted}", file=sys.stderr)
     where = counts.where()
     if where is None:
         return
