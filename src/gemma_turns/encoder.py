@@ -46,6 +46,9 @@ ID_DTYPE = np.int32
 # Records per SentencePiece call when a batch is pipelined: big enough to keep its threads
 # busy, small enough that formatting the next chunk overlaps with encoding this one.
 PIPELINE_CHUNK = 1024
+# Up to this many texts are encoded one SentencePiece call each: its batch call starts a
+# thread pool, which costs more than a few short encodes (a single conversation).
+FEW_TEXTS = 16
 # Ids the segment cache holds at most (4 bytes each): recurring system prompts, tool
 # declarations and instructions are encoded once. 0 turns the cache off.
 SEGMENT_CACHE_IDS = 1 << 22
@@ -404,9 +407,15 @@ class GemmaTokenizer:
         already encoded (from the segment cache) is an array in ``texts`` and stays as it is."""
         if not texts:
             return []
+        strings = texts if not texts.cached else [t for t in texts if type(t) is str]
+        if len(strings) <= FEW_TEXTS:  # a batch call starts a thread: dearer than a few encodes
+            encode = self.processor.encode
+            encoded = [np.array(encode(text), dtype=ID_DTYPE) for text in strings]
+        else:
+            encoded = self.processor.encode(strings, num_threads=1, return_type="numpy")
         if not texts.cached:
-            return self.processor.encode(texts, num_threads=1, return_type="numpy")
-        encoded = iter(self.processor.encode([t for t in texts if type(t) is str], num_threads=1, return_type="numpy"))
+            return encoded
+        encoded = iter(encoded)
         return [next(encoded) if type(t) is str else t for t in texts]
 
     def _plan_pt(self, text: str, texts: list[str], *, add_eos: bool, reserved) -> _Plan:
