@@ -1,14 +1,17 @@
 """gemma-turns: chat conversations to the exact token ids a Gemma model expects.
 
     messages -> conversation (checked) -> formatter (turn text) -> encoder (ids, loss mask)
-             -> arrays (padded or packed numpy batches) -> dataset (npz files + manifest)
-    ids -> validator (findings) / parser (the conversation back)
+             -> arrays (padded or packed numpy batches) -> dataset / store (npz files + manifest)
+    ids -> layout (turns, read through the dialect) -> validator (findings) / parser
+
+The chat format is data: ``chat_format.Dialect`` (GEMMA3, GEMMA4), found from the model.
 
 The public names are listed here; the logic lives in the modules. ``gemma_turns.arrays``
 (the numpy layer) and ``gemma_turns.dataset`` hold more, for finer control.
 """
 
 from .arrays import Batch, best_fit, pack_rows, pad_batch, unpack, unpad
+from .chat_format import GEMMA3, GEMMA4, Dialect
 from .conversation import Conversation, Marker, Turn, normalize_messages
 from .dataset import build_batch, write_dataset
 from .encoder import Encoding, GemmaTokenizer
@@ -28,16 +31,20 @@ from .records import Counts, Record
 from .specials import SpecialTokens
 from .store import iter_shards, load_dataset
 from .streaming import Outcome, Tally, encode_lines  # Outcome, Tally: old names of Record, Counts
-from .validator import RULES, Finding, Report, assert_valid, validate
+from .layout import Layout
+from .validator import RULES, Finding, Report, assert_valid, read_layout, validate
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "GEMMA3",
+    "GEMMA4",
     "RULES",
     "ArrayOptions",
     "Batch",
     "Conversation",
     "ConversationError",
+    "Dialect",
     "Counts",
     "DatasetError",
     "EmptyInputError",
@@ -46,6 +53,7 @@ __all__ = [
     "Finding",
     "GemmaTokenizer",
     "GemmaTurnsError",
+    "Layout",
     "Marker",
     "Outcome",
     "ParseError",
@@ -70,6 +78,7 @@ __all__ = [
     "pack_rows",
     "pad_batch",
     "parse",
+    "read_layout",
     "unpack",
     "unpad",
     "validate",
