@@ -147,13 +147,13 @@ def test_rejects_on_a_full_filesystem(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.parametrize("command", ["encode", "encode -o", "format", "validate", "inspect"])
 def test_ctrl_c_in_every_command(tmp_path, capsys, monkeypatch, command):
-    import gemma_turns.cli.common as common
+    import gemma_turns.encoder as encoder
     import gemma_turns.cli.format_command as format_command
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(common.GemmaTokenizer, "load", interrupt)  # during start-up
+    monkeypatch.setattr(encoder.GemmaTokenizer, "load", interrupt)  # during start-up
     monkeypatch.setattr(format_command, "read_lines", interrupt)
     argv = {
         "encode": ["encode", "--tokenizer", MODEL, "--mode", "training", SAMPLE],

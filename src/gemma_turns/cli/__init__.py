@@ -14,22 +14,23 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import GemmaTurnsError
-from . import encode_command, format_command, inspect_command, validate_command
 from .common import EXIT_INTERRUPTED, EXIT_USAGE, CommandError, GuardedOutput
 
 __all__ = ["entry_point", "main"]
 
-COMMANDS = (format_command, encode_command, validate_command, inspect_command)
-
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of every subcommand. The subcommands (and with them numpy and
+    sentencepiece) are imported here, inside main's handling of Ctrl-C and errors."""
+    from . import encode_command, format_command, inspect_command, validate_command
+
     parser = argparse.ArgumentParser(
         prog="gemma-turns",
         description="Chat conversations to the exact token ids a Gemma model expects.",
     )
     parser.add_argument("--version", action="version", version=f"gemma-turns {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in COMMANDS:
+    for command in (format_command, encode_command, validate_command, inspect_command):
         command.register(subparsers)
     return parser
 

@@ -1,12 +1,12 @@
-"""What every subcommand shares: exit codes, opening inputs, loading the tokenizer."""
+"""What every subcommand shares: exit codes, opening inputs, loading the tokenizer.
+
+Light to import (the library is imported where it is used), so that the command is inside
+its Ctrl-C and error handling before numpy and sentencepiece load.
+"""
 
 from __future__ import annotations
 
 import argparse
-
-from ..encoder import GemmaTokenizer
-from ..errors import TokenizerError
-from ..readers import open_binary
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -49,10 +49,18 @@ class GuardedOutput:
         return getattr(self._stream, name)
 
 
-open_input = open_binary  # the file at ``path`` in binary mode, or standard input for ``-``
+def open_input(path: str):
+    """The file at ``path`` in binary mode, or standard input for ``-`` (a context manager)."""
+    from ..readers import open_binary
+
+    return open_binary(path)
 
 
-def load_tokenizer(path: str) -> GemmaTokenizer:
+def load_tokenizer(path: str):
+    """The GemmaTokenizer of ``path``; a model that cannot be used is a usage error."""
+    from ..encoder import GemmaTokenizer
+    from ..errors import TokenizerError
+
     try:
         return GemmaTokenizer.load(path)
     except TokenizerError as error:
