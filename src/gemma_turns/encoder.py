@@ -49,6 +49,9 @@ PIPELINE_CHUNK = 1024
 # Up to this many texts are encoded one SentencePiece call each: its batch call starts a
 # thread pool, which costs more than a few short encodes (a single conversation).
 FEW_TEXTS = 16
+# Texts shorter than this skip the segment cache: encoding them again costs less than
+# remembering them (the cache is for recurring prompts, declarations and instructions).
+SHORT_TEXT = 32
 # Ids the segment cache holds at most (4 bytes each): recurring system prompts, tool
 # declarations and instructions are encoded once. 0 turns the cache off.
 SEGMENT_CACHE_IDS = 1 << 22
@@ -567,7 +570,7 @@ class SegmentCache:
 
     def place(self, text: str, texts: _Texts) -> int:
         """The index of ``text`` in ``texts``, adding it (or its cached ids) when new."""
-        if not self.capacity:
+        if not self.capacity or len(text) < SHORT_TEXT:  # short: cheaper to encode again
             texts.append(text)
             return len(texts) - 1
         index = texts.index.get(text)
@@ -677,6 +680,9 @@ def _check_something_to_learn(conversation, train_on: TrainOn) -> None:
             role=None if last is None else (last.role if not last.results else "tool"),
             fix="Add the model's answer, or encode it with mode='inference'",
         )
+    if last.weight is None and not last.continues and train_on == "all" and last.parts and type(last.parts[0]) is str:
+        if last.parts[0].strip() or last.calls or last.reasoning is not None:
+            return  # the common case: the final answer has text
     turns = [turn for turn in conversation.turns if turn.role == model]
     if train_on == "last":
         start = max(k for k, turn in enumerate(turns) if not turn.continues)

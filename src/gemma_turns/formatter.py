@@ -110,6 +110,7 @@ def render_runs(
     out = _Runs()
     text, marker = out.text, out.marker
     turns = conversation.turns
+    _OPEN = (Marker.TURN_OPEN, 0)
     model, header_end, turn_end = dialect.trained_role, dialect.header_end, dialect.turn_end
     last_model = max((k for k, t in enumerate(turns) if t.role == model and not t.continues), default=-1)
     system = conversation.system
@@ -128,11 +129,33 @@ def render_runs(
             marker(Marker.TOOL_CLOSE, 0)
         marker(Marker.TURN_CLOSE, 0)
         text(turn_end, 0)
+    append = out.append
     for k, turn in enumerate(turns):
         if turn.weight is not None:
             trained = bool(turn.weight)
         else:
             trained = turn.role == model and (train_on == "all" or (train_on == "last" and k >= last_model))
+        parts = turn.parts
+        if (
+            len(parts) == 1
+            and type(parts[0]) is str
+            and turn.closes
+            and not (turn.continues or turn.calls or turn.reasoning is not None)
+            and not (k == 0 and system is not None and dialect.system == "first_user_turn")
+        ):
+            # The common turn, kept fast: a header, one text, the close. A marker starts it,
+            # so no text run before it can merge with this one.
+            header, content = turn.role + header_end, parts[0].strip()
+            append(_OPEN)
+            if trained:
+                append((header, 0))
+                if content:
+                    append((content, True))
+            else:
+                append((header + content, 0))
+            append((Marker.TURN_CLOSE, trained))
+            append((turn_end, trained and train_newline))
+            continue
         if not turn.continues:
             marker(Marker.TURN_OPEN, 0)
             header = turn.role + header_end
