@@ -36,10 +36,14 @@ def test_turn_text(path):
 @pytest.mark.parametrize("label", ["fixture", "gemma3"])
 def test_ids_and_mask(path, label, request):
     tokenizer = request.getfixturevalue("fixture_tokenizer" if label == "fixture" else "real_tokenizer")
-    case = load(path)
-    encoding = tokenizer.encode_chat(case["messages"], **case["options"])
+    check_ids_and_mask(load(path), "messages", label, tokenizer)
+
+
+def check_ids_and_mask(case: dict, key: str, label: str, tokenizer) -> None:
+    """The case's ids and mask for ``label``, and an oracle that shares no code with the
+    encoder: the whole turn text through SentencePiece (escaped text decodes to the same)."""
+    encoding = tokenizer.encode_chat(case[key], **case["options"])
     assert encoding.to_dict() == case[label]
-    # An oracle that shares no code with the encoder: the whole turn text through SentencePiece.
     if case["options"].get("reserved") != "escape":
         assert encoding.ids.tolist() == [tokenizer.specials.bos] + tokenizer.processor.encode(case["text"])
     else:
