@@ -554,8 +554,8 @@ class SegmentCache:
     SentencePiece never merges across), so a repeated system prompt, tool declaration or
     instruction can take its ids from here: invisible in the output (a test compares every id
     with the uncached path). Within a batch each distinct text is encoded once; across
-    batches a segment is kept from its second sighting on, at most ``capacity`` ids, the
-    oldest going first. ``capacity=0`` turns both off. Only the thread that plans and builds
+    batches a segment is kept from its second sighting on (sightings are remembered as
+    hashes, a bounded set), at most ``capacity`` ids, the oldest going first. ``capacity=0`` turns both off. Only the thread that plans and builds
     batches touches it.
     """
 
@@ -565,7 +565,7 @@ class SegmentCache:
         self.capacity = capacity
         self.ids: dict[str, np.ndarray] = {}
         self.held = 0
-        self.seen: set[str] = set()
+        self.seen: set[int] = set()  # hashes of texts met once (a collision only caches early)
         self.served_tokens = 0  # ids that came from here rather than from SentencePiece
 
     def place(self, text: str, texts: _Texts) -> int:
@@ -585,12 +585,13 @@ class SegmentCache:
             texts.append(ids)
             return index
         texts.append(text)
-        if text in self.seen:
+        key = hash(text)  # a hash, not the text: long unique messages must not pile up here
+        if key in self.seen:
             texts.keep.append(index)
         else:
             if len(self.seen) >= self.SEEN_KEPT:
                 self.seen.clear()
-            self.seen.add(text)
+            self.seen.add(key)
         return index
 
     def keep(self, texts: _Texts, encoded: list) -> list:
@@ -603,7 +604,7 @@ class SegmentCache:
                 continue
             self.ids[text] = ids
             self.held += len(ids)
-            self.seen.discard(text)
+            self.seen.discard(hash(text))
             while self.held > self.capacity:
                 self.held -= len(self.ids.pop(next(iter(self.ids))))
         return encoded
