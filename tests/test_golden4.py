@@ -2,20 +2,14 @@
 against the official template's rules), and the ids and loss masks on the Gemma 4 fixture and
 the real Gemma 4 tokenizer. Add a case in gemma4/cases.py and run make_golden.py."""
 
-import json
-
 import pytest
 from conftest import GOLDEN
-from test_golden import check_ids_and_mask
+from test_golden import check_ids_and_mask, load
 
 from gemma_turns import format_chat
 from gemma_turns.chat_format import GEMMA4
 
 CASES = sorted((GOLDEN / "gemma4").glob("*.json"))
-
-
-def load(path):
-    return json.loads(path.read_text())
 
 
 def test_there_are_golden_cases():

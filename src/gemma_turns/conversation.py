@@ -93,10 +93,6 @@ class Conversation:
     system_spans: tuple = ()  # (part_index, offset, text) of the system text, for locating
     notes: tuple[str, ...] = ()
 
-    @property
-    def last_role(self) -> str:
-        return self.turns[-1].role
-
 
 def from_record(record: object, dialect: Dialect, options: EncodeOptions) -> Conversation:
     """The checked conversation of a record: a list of messages, or the HF/TRL form
@@ -578,7 +574,7 @@ def _tool_calls(message: Mapping, index: int, given: str) -> list[ToolCall]:
     calls = message.get("tool_calls")
     if not calls:
         return []
-    if isinstance(calls, (str, Mapping)) or not isinstance(calls, Sequence):
+    if not _is_list(calls):
         raise ConversationError(
             "tool_calls must be a list of calls",
             code="bad_tool_call",
@@ -644,7 +640,7 @@ def _embedded_results(message: Mapping, index: int, given: str, calls: list) -> 
             role=given,
             field="tool_responses",
         )
-    if isinstance(embedded, (str, Mapping)) or not isinstance(embedded, Sequence):
+    if not _is_list(embedded):
         raise ConversationError(
             "tool_responses must be a list of {'name': ..., 'response': ...}",
             code="bad_tool_result",
@@ -736,7 +732,7 @@ DECLARATIONS_KEPT = 256
 def _declarations(tools: object) -> list[list]:
     if not tools:
         return []
-    if isinstance(tools, (str, Mapping)) or not isinstance(tools, Sequence):
+    if not _is_list(tools):
         raise ConversationError("tools must be a list of function schemas", code="bad_tools", field="tools")
     out = []
     for k, tool in enumerate(tools):
@@ -764,6 +760,11 @@ def _declarations(tools: object) -> list[list]:
             _DECLARATIONS[key] = items
         out.append(items)
     return out
+
+
+def _is_list(value: object) -> bool:
+    """A JSON list (any sequence but a string, bytes or an object)."""
+    return isinstance(value, Sequence) and not isinstance(value, (str, bytes, bytearray, Mapping))
 
 
 def _check_items(items: list, index, role, field: str) -> None:

@@ -110,10 +110,11 @@ def render_runs(
     out = _Runs()
     text, marker = out.text, out.marker
     turns = conversation.turns
-    _OPEN = (Marker.TURN_OPEN, 0)
+    opening = (Marker.TURN_OPEN, 0)
     model, header_end, turn_end = dialect.trained_role, dialect.header_end, dialect.turn_end
     last_model = max((k for k, t in enumerate(turns) if t.role == model and not t.continues), default=-1)
     system = conversation.system
+    folded = system is not None and dialect.system == "first_user_turn"  # into the first turn
     if dialect.system == "own_turn" and (
         system is not None or conversation.tools or conversation.thinking
     ):
@@ -141,12 +142,12 @@ def render_runs(
             and type(parts[0]) is str
             and turn.closes
             and not (turn.continues or turn.calls or turn.reasoning is not None)
-            and not (k == 0 and system is not None and dialect.system == "first_user_turn")
+            and not (k == 0 and folded)
         ):
             # The common turn, kept fast: a header, one text, the close. A marker starts it,
             # so no text run before it can merge with this one.
             header, content = turn.role + header_end, parts[0].strip()
-            append(_OPEN)
+            append(opening)
             if trained:
                 append((header, 0))
                 if content:
@@ -159,7 +160,7 @@ def render_runs(
         if not turn.continues:
             marker(Marker.TURN_OPEN, 0)
             header = turn.role + header_end
-            if k == 0 and system is not None and dialect.system == "first_user_turn":
+            if k == 0 and folded:
                 header += system + dialect.system_separator
             text(header, 0)
         if turn.reasoning is not None:
@@ -176,15 +177,11 @@ def render_runs(
             marker(Marker.RESPONSE_CLOSE, 0)
             for media in result.media:
                 marker(media, 0)
-        parts = turn.parts
-        if len(parts) == 1 and type(parts[0]) is str:  # the common case, kept short
-            text(parts[0].strip(), trained)
-        else:
-            for part in parts:
-                if type(part) is str:
-                    text(part.strip(), trained)
-                else:
-                    marker(part, trained)
+        for part in parts:
+            if type(part) is str:
+                text(part.strip(), trained)
+            else:
+                marker(part, trained)
         if turn.calls and not turn.results:
             marker(Marker.RESPONSE_OPEN, trained)  # the hand-over, awaiting the results
         if turn.closes:
