@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 from .. import chat_format
+from .common import CommandError
 
-__all__ = ["add_chat_flags", "chat_keywords"]
+__all__ = ["add_chat_flags", "chat_options"]
 
 
 def add_chat_flags(parser, *, dialect: bool = False) -> None:
@@ -43,11 +44,24 @@ def add_chat_flags(parser, *, dialect: bool = False) -> None:
     )
 
 
-def chat_keywords(args) -> dict:
-    """The EncodeOptions fields the chat flags set."""
-    return {
-        "checkpoint": args.checkpoint,
-        "enable_thinking": args.enable_thinking,
-        "preserve_thinking": args.preserve_thinking,
-        "earlier_reasoning": args.earlier_reasoning,
-    }
+def chat_options(args, dialect, **fields):
+    """The EncodeOptions of ``fields`` and the chat flags, checked against ``dialect`` before
+    any work: an unknown checkpoint, or none where the prompt depends on it, is a usage error."""
+    from ..formatter import missing_checkpoint
+    from ..options import EncodeOptions
+
+    try:
+        options = EncodeOptions(
+            **fields,
+            checkpoint=args.checkpoint,
+            enable_thinking=args.enable_thinking,
+            preserve_thinking=args.preserve_thinking,
+            earlier_reasoning=args.earlier_reasoning,
+        )
+        checkpoint = dialect.checkpoint(options.checkpoint)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    prompt = options.mode == "inference" and options.add_generation_prompt is not False
+    if dialect.checkpoints and checkpoint is None and prompt and not options.enable_thinking:
+        raise CommandError(missing_checkpoint(dialect))
+    return options

@@ -12,13 +12,12 @@ import time
 from ..dataset import BLOCK_ROWS, block_bytes, write_dataset
 from ..errors import DatasetError, EmptyInputError, SequenceTooLongError
 from ..fit import check_dialect
-from ..formatter import missing_checkpoint
 from ..jsonl import MAX_RECORD_BYTES, read_lines
 from ..options import ArrayOptions, EncodeOptions
 from ..records import Counts
 from ..store import AtomicText, check_paths
 from ..streaming import encode_lines
-from .chat_flags import add_chat_flags, chat_keywords
+from .chat_flags import add_chat_flags, chat_options
 from .common import (
     EXIT_INTERRUPTED,
     EXIT_INVALID,
@@ -181,23 +180,15 @@ def add_array_options(parser) -> None:
 
 def encode_options(args, tokenizer) -> EncodeOptions:
     """The options of the flags, checked against the model's dialect before any work."""
-    try:
-        options = EncodeOptions(
-            mode=args.mode,
-            train_on=args.train_on,
-            train_newline=args.train_newline,
-            reserved=args.reserved,
-            add_eos=args.add_eos,
-            **chat_keywords(args),
-        )
-        dialect = tokenizer.dialect
-        checkpoint = dialect.checkpoint(options.checkpoint)
-    except ValueError as error:
-        raise CommandError(str(error)) from None
-    needs_prompt = options.mode == "inference" and not options.enable_thinking
-    if dialect.checkpoints and checkpoint is None and needs_prompt:
-        raise CommandError(missing_checkpoint(dialect))
-    return options
+    return chat_options(
+        args,
+        tokenizer.dialect,
+        mode=args.mode,
+        train_on=args.train_on,
+        train_newline=args.train_newline,
+        reserved=args.reserved,
+        add_eos=args.add_eos,
+    )
 
 
 def array_options(args) -> ArrayOptions:

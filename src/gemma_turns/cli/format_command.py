@@ -9,7 +9,7 @@ from .. import chat_format
 from ..errors import ConversationError
 from ..formatter import format_chat
 from ..jsonl import messages_of, read_lines
-from .chat_flags import add_chat_flags, chat_keywords
+from .chat_flags import add_chat_flags, chat_options
 from .common import EXIT_INVALID, EXIT_OK, CommandError, add_input_argument, load_tokenizer, open_input
 
 
@@ -43,11 +43,7 @@ def run(args) -> int:
     if args.tokenizer and args.dialect:
         raise CommandError("give --tokenizer or --dialect, not both: the tokenizer says its dialect")
     dialect = load_tokenizer(args.tokenizer).dialect if args.tokenizer else chat_format.get(args.dialect or "gemma3")
-    keywords = {"add_generation_prompt": args.add_generation_prompt, **chat_keywords(args)}
-    try:
-        format_chat([{"role": "user", "content": ""}], dialect=dialect, **keywords)
-    except ValueError as error:  # options that fit no record: a usage error, before any work
-        raise CommandError(str(error)) from None
+    options = chat_options(args, dialect, mode="inference", add_generation_prompt=args.add_generation_prompt)
     out = sys.stdout
     total = rejected = 0
     with open_input(args.input) as stream:
@@ -59,7 +55,7 @@ def run(args) -> int:
                 if line.error is not None:
                     raise line.error
                 messages_of(line.value)  # a record of messages, or a list of them
-                text = format_chat(line.value, dialect=dialect, **keywords)
+                text = format_chat(line.value, dialect=dialect, options=options)
                 out.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
             except ConversationError as error:
                 rejected += 1
