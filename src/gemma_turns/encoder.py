@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 from itertools import islice
 from operator import itemgetter
 from typing import Literal
@@ -55,6 +55,11 @@ SHORT_TEXT = 32
 # Ids the segment cache holds at most (4 bytes each): recurring system prompts, tool
 # declarations and instructions are encoded once. 0 turns the cache off.
 SEGMENT_CACHE_IDS = 1 << 22
+# A unit's length in a whole-conversation encode (see GemmaTokenizer._encode_whole): a
+# marker's is 1 and a free text's is what its markers leave.
+MARKER, FREE = -1, -2
+# Up to this many ids, a whole-conversation encode is split with plain Python, beyond with numpy.
+SHORT_SEQUENCE = 256
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -118,7 +123,6 @@ class GemmaTokenizer:
                 path=path,
             ) from None
         self.vocab_size = self.processor.get_piece_size()
-        self.pieces = self.processor.id_to_piece(list(range(self.vocab_size)))
         if dialect is None:
             self.dialect = find_dialect(self.processor, path=path)
         else:
@@ -127,7 +131,7 @@ class GemmaTokenizer:
             except ValueError as error:
                 raise TokenizerError(str(error), path=path) from None
         self.specials = SpecialTokens.from_processor(self.processor, self.dialect, path=path)
-        self.reserved_ids = find_reserved_pieces(self.processor, self.pieces)
+        self.reserved_ids = find_reserved_pieces(self.processor, model_proto)
         self.reserved = ReservedText(self.reserved_ids)
         # Ids placed without SentencePiece (markers, and text every conversation repeats) sit
         # in a table ahead of each batch's encoded texts: a plan refers to either by index.
@@ -144,6 +148,10 @@ class GemmaTokenizer:
             self._text_index[text] = len(constants)
             constants.append(self.processor.encode(text))
         self._constant_ids = [np.array(ids, dtype=ID_DTYPE) for ids in constants]
+        self._constant_texts = {text: constants[index] for text, index in self._text_index.items()}
+        self._is_marker = np.zeros(self.vocab_size, dtype=bool)
+        self._is_marker[list(specials.markers.values())] = True
+        self._marker_id_set = frozenset(specials.markers.values())
         self._segments = SegmentCache(segment_cache)
 
     @classmethod
@@ -200,9 +208,15 @@ class GemmaTokenizer:
         Gemma 4: ``enable_thinking``, ``preserve_thinking``, ``checkpoint``,
         ``earlier_reasoning`` (see EncodeOptions).
         """
-        planner = self._chat_planner(options_of(options, keywords))
+        options = options_of(options, keywords)
+        planner = self._chat_planner(options)
+        record = with_tools(messages, tools)
+        conversation, runs = self._chat_runs(record, options, planner.keywords["checkpoint"])
+        whole = self._encode_whole(conversation, runs, options.reserved)
+        if whole is not None:
+            return whole
         texts = _Texts()
-        plan = planner(with_tools(messages, tools), texts)
+        plan = self._plan_runs(conversation, runs, texts, options.reserved)
         (result,) = self._build([plan], self._encoded(texts))
         return result
 
@@ -322,6 +336,12 @@ class GemmaTokenizer:
     def piece(self, token_id: int) -> str:
         return self.pieces[token_id]
 
+    @cached_property
+    def pieces(self) -> list[str]:
+        """Every piece's text, by id: read once, when first asked (the validator's layout
+        does; encoding never does)."""
+        return self.processor.id_to_piece(list(range(self.vocab_size)))
+
     @property
     def segment_cache(self) -> SegmentCache:
         """The recurring segments' ids (``served_tokens`` counts the ids they gave)."""
@@ -436,6 +456,11 @@ class GemmaTokenizer:
         return plan
 
     def _plan_chat(self, record, texts, *, options: EncodeOptions, checkpoint) -> _Plan:
+        conversation, runs = self._chat_runs(record, options, checkpoint)
+        return self._plan_runs(conversation, runs, texts, options.reserved)
+
+    def _chat_runs(self, record, options: EncodeOptions, checkpoint):
+        """The checked conversation and its formatted runs: ``(text or Marker, mask bit)``."""
         conversation = from_record(record, self.dialect, options)
         training = options.mode == "training"
         if training:
@@ -447,7 +472,9 @@ class GemmaTokenizer:
             train_newline=options.train_newline,
             checkpoint=checkpoint,
         )
-        reserved = options.reserved
+        return conversation, runs
+
+    def _plan_runs(self, conversation, runs, texts, reserved) -> _Plan:
         locate = _locate_in_conversation(conversation, self.reserved)
         plan = _Plan(conversation.notes)
         plan.add(self._bos_index, 0)
@@ -466,6 +493,70 @@ class GemmaTokenizer:
                 continue
             bits.append(trainable)
         return plan
+
+    def _encode_whole(self, conversation, runs, reserved) -> Encoding | None:
+        """One conversation with one SentencePiece call: its turn text, markers spelled, as a
+        plain encode of the rendered template sees it; None where that cannot be shown to
+        give the ids of the segment-by-segment path, which then runs instead.
+
+        Markers are pieces SentencePiece never merges with their neighbours, and every
+        constant text (the newline after a turn, ``model\\n``) ends with a newline piece, so
+        the ids of the whole text are the ids of its segments end to end. This is checked,
+        not assumed: the marker ids must come out exactly where the runs put them, and each
+        constant text's ids exactly in its place. Content that needs escaping, a marker the
+        model lacks, or two free texts between two markers take the other path. A property
+        test compares both paths on both real tokenizers.
+        """
+        marker_ids, constants, spelled = self.specials.markers, self._constant_texts, self.dialect.pieces
+        strings: list[str] = []
+        expected: list[int] = []  # the marker ids, in order
+        bits: list[int] = [0]  # a mask bit per unit: BOS, then each run
+        known: list[int] = [1]  # each unit's length: 1 for BOS and markers, a constant's, or FREE
+        checked_reserved = reserved == "allow"
+        for value, bit in runs:
+            if type(value) is not str:
+                token_id = marker_ids.get(value)
+                if token_id is None:
+                    return None
+                expected.append(token_id)
+                strings.append(spelled[value])
+                known.append(MARKER)
+            else:
+                ids = constants.get(value)
+                if ids is None:
+                    if not checked_reserved and self.reserved.find(value):
+                        if reserved == "escape":
+                            return None
+                        self._plan_runs(conversation, runs, _Texts(), reserved)  # raises, located
+                    known.append(FREE)
+                else:
+                    known.append(len(ids))
+                strings.append(value)
+            bits.append(bit)
+        ids = self.processor.encode("".join(strings))
+        ids.insert(0, self.specials.bos)
+        if len(ids) <= SHORT_SEQUENCE:  # a prompt: plain Python beats numpy's per-call cost
+            is_marker = self._marker_id_set
+            where = [k for k, token_id in enumerate(ids) if token_id in is_marker]
+            if [ids[k] for k in where] != expected:
+                return None
+        else:
+            array = np.array(ids, dtype=ID_DTYPE)
+            where = np.flatnonzero(self._is_marker[array])
+            if len(where) != len(expected) or not np.array_equal(array[where], expected):
+                return None
+            where = where.tolist()
+        lengths = _unit_lengths(known, where, len(ids))
+        if lengths is None:
+            return None
+        mask: list[int] = []
+        start = 0
+        for unit, (bit, length) in enumerate(zip(bits, lengths)):
+            if known[unit] >= 0 and unit and ids[start:start + length] != constants[runs[unit - 1][0]]:
+                return None  # a constant text did not come out as its own ids
+            mask += [bit] * length
+            start += length
+        return Encoding(np.array(ids, dtype=ID_DTYPE), np.array(mask, dtype=MASK_DTYPE), conversation.notes)
 
     def _add_text(self, plan, texts, text, bit, reserved, locate) -> None:
         """Add ``text`` to ``plan``, applying the reserved-text policy."""
@@ -702,6 +793,44 @@ def _check_something_to_learn(conversation, train_on: TrainOn) -> None:
             role=model,
             fix="Give the model turn its answer, or drop the conversation",
         )
+
+
+def _unit_lengths(known: list[int], markers_at: list[int], total: int) -> list[int] | None:
+    """Each unit's length in a whole-conversation encode of ``total`` ids.
+
+    ``known`` holds BOS (1), then per run MARKER, a constant text's length, or FREE (a text
+    whose length is what its group leaves); ``markers_at`` the ids' positions of the markers.
+    The ids between two markers are one group: at most one FREE unit each, and the lengths
+    must add up exactly; None when they do not.
+    """
+    lengths = list(known)
+    group_start, used, free = 1, 0, None
+    marker_positions = iter([*markers_at, total])
+
+    def close(end: int) -> bool:
+        span = end - group_start
+        if free is None:
+            return span == used
+        lengths[free] = span - used
+        return span - used >= 0
+
+    for unit in range(1, len(known)):
+        length = known[unit]
+        if length == MARKER:
+            position = next(marker_positions)
+            if not close(position):
+                return None
+            lengths[unit] = 1
+            group_start, used, free = position + 1, 0, None
+        elif length == FREE:
+            if free is not None:
+                return None
+            free = unit
+        else:
+            used += length
+    if not close(next(marker_positions)):
+        return None
+    return lengths
 
 
 def _check_reserved(reserved) -> None:

@@ -118,7 +118,24 @@ def options_of(options: EncodeOptions | None, keywords: dict, **defaults) -> Enc
     keywords = {**defaults, **keywords}
     if "mode" not in keywords:
         raise TypeError("mode is required: 'training' or 'inference'")
-    return EncodeOptions(**keywords)
+    key = tuple((name, type(value), value) for name, value in sorted(keywords.items()))  # 1 is not True
+    try:
+        return _RECENT[key]
+    except (KeyError, TypeError):  # new, or an unhashable value (reported below)
+        pass
+    options = EncodeOptions(**keywords)
+    try:
+        if len(_RECENT) >= 64:
+            _RECENT.clear()
+        _RECENT[key] = options
+    except TypeError:
+        pass
+    return options
+
+
+# The options of recent keyword calls: a server calls encode_chat(..., mode=...) per request,
+# and checking the same keywords again costs more than the encode of a short prompt.
+_RECENT: dict[tuple, EncodeOptions] = {}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -25,7 +25,7 @@ __all__ = ["SpecialTokens", "find_dialect", "find_reserved_pieces"]
 # [multimodal], Gemma 2's [@BOS@], and every <unusedN>. Only the ones the model matches
 # inside text (USER_DEFINED pieces) can be forged by content; see find_reserved_pieces.
 RESERVED_NAMES = frozenset({"<mask>", "[multimodal]", "[@BOS@]"})
-UNUSED_PIECE = re.compile(r"<unused\d+>")
+UNUSED_BYTES = re.compile(rb"<unused\d+>")
 LEGACY_NAMES = ("start_of_turn", "end_of_turn", "start_of_image", "end_of_image")
 CORE_PIECES = {"pad": "<pad>", "eos": "<eos>", "bos": "<bos>", "unk": "<unk>", "newline": "\n"}
 
@@ -128,21 +128,20 @@ def _piece_id(processor, piece: str) -> int | None:
     return token_id
 
 
-def find_reserved_pieces(processor, pieces: list[str]) -> dict[str, int]:
+def find_reserved_pieces(processor, model_proto: bytes) -> dict[str, int]:
     """Reserved pieces (every dialect's markers, and the names above) that the model matches
     inside text, with their ids.
 
-    ``pieces`` is the model's whole vocabulary, by id. A reserved piece that SentencePiece
-    never matches in text (a CONTROL piece) cannot be forged and is left out.
+    The ``<unusedN>`` names are read off the serialized model (``model_proto``) by one regex
+    in C, not a Python loop over 262,144 pieces; every candidate is then checked against the
+    model: it must be a whole piece, and one SentencePiece matches in text (a CONTROL piece
+    cannot be forged and is left out).
     """
     names = RESERVED_NAMES | chat_format.reserved_pieces()
-    candidates = {
-        piece: token_id
-        for token_id, piece in enumerate(pieces)
-        if piece in names or (piece.startswith("<unused") and UNUSED_PIECE.fullmatch(piece))
-    }
-    names = list(candidates)
+    names |= {match.decode() for match in set(UNUSED_BYTES.findall(model_proto))}
+    names = sorted(names)
+    ids = processor.piece_to_id(names)
+    found = {name: token_id for name, token_id, back in zip(names, ids, processor.id_to_piece(ids)) if back == name}
+    names = list(found)
     encoded = processor.encode(names) if names else []
-    return {
-        name: candidates[name] for name, ids in zip(names, encoded) if ids == [candidates[name]]
-    }
+    return {name: found[name] for name, ids in zip(names, encoded) if ids == [found[name]]}
