@@ -1,7 +1,8 @@
-"""One conversation is encoded with one SentencePiece call of its whole turn text
-(``GemmaTokenizer._encode_whole``); batches encode segment by segment. Both must give the
-same ids, mask and errors, on both dialects' fixture and real tokenizers, for every policy,
-and the whole path must really be the one taken for ordinary conversations."""
+"""A conversation is encoded with one SentencePiece call of its whole turn text
+(``GemmaTokenizer._whole_plan``), alone or in a batch, unless that cannot give the ids of
+the segment-by-segment path, which then runs. Both must give the same ids, mask and errors,
+on both dialects' fixture and real tokenizers, for every policy, and the whole path must
+really be the one taken for ordinary conversations."""
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -19,11 +20,11 @@ def tok(request) -> GemmaTokenizer:
 
 
 class Counting:
-    """Wraps ``_encode_whole`` to count how often it answered and how often it passed."""
+    """Wraps ``_whole_plan`` to count how often it answered and how often it passed."""
 
     def __init__(self, tokenizer, monkeypatch):
         self.answered = self.passed = 0
-        original = tokenizer._encode_whole
+        original = tokenizer._whole_plan
 
         def counted(*args):
             result = original(*args)
@@ -33,7 +34,7 @@ class Counting:
                 self.answered += 1
             return result
 
-        monkeypatch.setattr(tokenizer, "_encode_whole", counted)
+        monkeypatch.setattr(tokenizer, "_whole_plan", counted)
 
 
 def _outcome(call):
@@ -44,14 +45,23 @@ def _outcome(call):
     return encoding.ids.tolist(), encoding.loss_mask.tolist(), encoding.notes, encoding.ids.dtype, encoding.loss_mask.dtype
 
 
+def _batched(tok, record, **options):
+    (result,) = tok.try_encode_chat_batch([record], num_threads=1, **options)
+    if isinstance(result, Exception):
+        return type(result), str(result).removeprefix("record 0, ")  # batches say which record
+    return result.ids.tolist(), result.loss_mask.tolist(), result.notes, result.ids.dtype, result.loss_mask.dtype
+
+
 def _same_both_ways(tok, record, **options):
+    """encode_chat and a batch of one (whole-text paths) against the segment path alone."""
     single = _outcome(lambda: tok.encode_chat(record, **options))
-    (batched,) = tok.try_encode_chat_batch([record], num_threads=1, **options)
-    if isinstance(batched, Exception):
-        batched = (type(batched), str(batched).removeprefix("record 0, "))  # batches say which record
-    else:
-        batched = (batched.ids.tolist(), batched.loss_mask.tolist(), batched.notes, batched.ids.dtype, batched.loss_mask.dtype)
-    assert single == batched
+    batched = _batched(tok, record, **options)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tok, "_whole_plan", lambda *args: None)
+        segments = _outcome(lambda: tok.encode_chat(record, **options))
+        segments_batched = _batched(tok, record, **options)
+    assert single == segments
+    assert batched == segments_batched
 
 
 def _records(tok, data, fragments):
@@ -73,6 +83,7 @@ def test_the_whole_path_gives_the_segment_path_ids(tok, data, monkeypatch):
 
 
 def test_ordinary_conversations_take_the_whole_path(tok, monkeypatch):
+    tok = GemmaTokenizer.load(tok.path, segment_cache=0)  # a cached text would take the segment path
     counter = Counting(tok, monkeypatch)
     conversations = [
         [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4."}],
@@ -85,15 +96,31 @@ def test_ordinary_conversations_take_the_whole_path(tok, monkeypatch):
     for messages in conversations:
         for mode in ("training", "inference"):
             _same_both_ways(tok, messages, mode=mode, **(prompt if mode == "inference" else {}))
-    assert counter.answered >= 5  # the last conversation ends with a user turn: inference only
+    assert counter.answered >= 10  # single and batched; the last ends with a user turn
     assert counter.passed == 0
 
 
 def test_content_that_needs_escaping_takes_the_segment_path(tok, monkeypatch):
+    tok = GemmaTokenizer.load(tok.path, segment_cache=0)
     counter = Counting(tok, monkeypatch)
     close = tok.dialect.turn_close
     messages = [{"role": "user", "content": f"a{close}b"}, {"role": "assistant", "content": "ok"}]
     _same_both_ways(tok, messages, mode="training", reserved="escape")
     _same_both_ways(tok, messages, mode="training", reserved="allow")
     _same_both_ways(tok, messages, mode="training")  # refused, with the same error
-    assert counter.passed == 2  # escape and allow; refuse raised from the whole path itself
+    assert counter.passed == 2  # escape, once alone and once in a batch; refuse raised from it
+
+
+def test_a_cached_text_takes_the_segment_path_and_a_repeated_one_is_cached(fixture_tokenizer, monkeypatch):
+    tok = GemmaTokenizer.load(fixture_tokenizer.path)
+    counter = Counting(tok, monkeypatch)
+    record = [{"role": "user", "content": "You are a careful assistant: answer in full sentences."},
+              {"role": "assistant", "content": "I will."}]
+    expected = _batched(tok, record, mode="training")  # first sighting: whole text
+    assert not tok.segment_cache.ids
+    assert _batched(tok, record, mode="training") == expected  # second: whole text, ids kept
+    assert any("careful assistant" in text for text in tok.segment_cache.ids)
+    assert (counter.answered, counter.passed) == (2, 0)
+    assert _batched(tok, record, mode="training") == expected  # third: from the cache
+    assert (counter.answered, counter.passed) == (2, 1)
+    assert tok.segment_cache.served_tokens > 0

@@ -17,7 +17,6 @@ from typing import Literal, NamedTuple
 from .chat_format import GEMMA3, Dialect, Marker
 from .errors import ConversationError
 from .options import EncodeOptions
-from .tool_syntax import ToolSyntaxError, call_items, declaration_items, response_items
 
 __all__ = [
     "Conversation",
@@ -618,9 +617,11 @@ def _tool_calls(message: Mapping, index: int, given: str) -> list[ToolCall]:
                 field=f"{field}.function.arguments",
             )
         name = function.get("name")
+        from . import tool_syntax  # here: only Gemma 4 tool records need it, not start-up
+
         try:
-            items = call_items(name, arguments)
-        except ToolSyntaxError as error:
+            items = tool_syntax.call_items(name, arguments)
+        except tool_syntax.ToolSyntaxError as error:
             raise _syntax_error(error, index, given, f"{field}.function", "bad_tool_call") from None
         _check_items(items, index, given, field)
         out.append(ToolCall(name, arguments, items, call.get("id")))
@@ -665,9 +666,11 @@ def _embedded_results(message: Mapping, index: int, given: str, calls: list) -> 
 def _result(name, value, media, index, role, field) -> ToolResult:
     if isinstance(value, str):
         check_text(value, message_index=index, role=role, field=field)
+    from . import tool_syntax
+
     try:
-        items = response_items(name, value)
-    except ToolSyntaxError as error:
+        items = tool_syntax.response_items(name, value)
+    except tool_syntax.ToolSyntaxError as error:
         raise _syntax_error(error, index, role, field, "bad_tool_result") from None
     _check_items(items, index, role, field)
     return ToolResult(name, value, items, tuple(media), index)
@@ -746,9 +749,11 @@ def _declarations(tools: object) -> list[list]:
         key = repr(function)
         items = _DECLARATIONS.get(key)
         if items is None:
+            from . import tool_syntax
+
             try:
-                items = declaration_items(function)
-            except ToolSyntaxError as error:
+                items = tool_syntax.declaration_items(function)
+            except tool_syntax.ToolSyntaxError as error:
                 raise ConversationError(
                     str(error),
                     code="bad_tools",
@@ -773,7 +778,7 @@ def _check_items(items: list, index, role, field: str) -> None:
             check_text(text, message_index=index, role=role, field=field)
 
 
-def _syntax_error(error: ToolSyntaxError, index: int, role: str, field: str, code: str) -> ConversationError:
+def _syntax_error(error: Exception, index: int, role: str, field: str, code: str) -> ConversationError:
     return ConversationError(
         str(error),
         code=code,

@@ -19,10 +19,9 @@ import hashlib
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property, partial
-from itertools import islice
+from itertools import accumulate, islice
 from operator import itemgetter
 from typing import Literal
 
@@ -55,7 +54,7 @@ SHORT_TEXT = 32
 # Ids the segment cache holds at most (4 bytes each): recurring system prompts, tool
 # declarations and instructions are encoded once. 0 turns the cache off.
 SEGMENT_CACHE_IDS = 1 << 22
-# A unit's length in a whole-conversation encode (see GemmaTokenizer._encode_whole): a
+# A unit's length in a whole-conversation encode (see GemmaTokenizer._whole_plan): a
 # marker's is 1 and a free text's is what its markers leave.
 MARKER, FREE = -1, -2
 # Up to this many ids, a whole-conversation encode is split with plain Python, beyond with numpy.
@@ -212,11 +211,16 @@ class GemmaTokenizer:
         planner = self._chat_planner(options)
         record = with_tools(messages, tools)
         conversation, runs = self._chat_runs(record, options, planner.keywords["checkpoint"])
-        whole = self._encode_whole(conversation, runs, options.reserved)
+        whole = self._whole_plan(conversation, runs, options.reserved)
         if whole is not None:
-            return whole
+            encoding = self._split_whole(whole, self.processor.encode(whole.text))
+            if encoding is not None:
+                return encoding
+        return self._encode_by_segments(conversation, runs, options.reserved)
+
+    def _encode_by_segments(self, conversation, runs, reserved) -> Encoding:
         texts = _Texts()
-        plan = self._plan_runs(conversation, runs, texts, options.reserved)
+        plan = self._plan_runs(conversation, runs, texts, reserved)
         (result,) = self._build([plan], self._encoded(texts))
         return result
 
@@ -403,6 +407,8 @@ class GemmaTokenizer:
         behind. Workers take batches as they come, so one that is slowed down (by this
         thread, say) holds up no other, as the split of one call across threads would.
         """
+        from concurrent.futures import ThreadPoolExecutor  # here: one conversation never needs it
+
         workers = num_threads if num_threads and num_threads > 0 else (os.cpu_count() or 1)
         pool = ThreadPoolExecutor(max_workers=workers)
         try:
@@ -455,9 +461,14 @@ class GemmaTokenizer:
             plan.add(self._eos_index, 1)
         return plan
 
-    def _plan_chat(self, record, texts, *, options: EncodeOptions, checkpoint) -> _Plan:
+    def _plan_chat(self, record, texts, *, options: EncodeOptions, checkpoint) -> _Plan | _Whole:
         conversation, runs = self._chat_runs(record, options, checkpoint)
-        return self._plan_runs(conversation, runs, texts, options.reserved)
+        whole = self._whole_plan(conversation, runs, options.reserved)
+        if whole is None:
+            return self._plan_runs(conversation, runs, texts, options.reserved)
+        whole.index = len(texts)
+        texts.append(whole.text)
+        return whole
 
     def _chat_runs(self, record, options: EncodeOptions, checkpoint):
         """The checked conversation and its formatted runs: ``(text or Marker, mask bit)``."""
@@ -494,25 +505,24 @@ class GemmaTokenizer:
             bits.append(trainable)
         return plan
 
-    def _encode_whole(self, conversation, runs, reserved) -> Encoding | None:
-        """One conversation with one SentencePiece call: its turn text, markers spelled, as a
-        plain encode of the rendered template sees it; None where that cannot be shown to
-        give the ids of the segment-by-segment path, which then runs instead.
+    def _whole_plan(self, conversation, runs, reserved) -> _Whole | None:
+        """A conversation as one text to encode with one SentencePiece call: its turn text,
+        markers spelled, as a plain encode of the rendered template sees it. None where
+        that cannot give the segment path's ids (content that needs escaping, a marker the
+        model lacks, two free texts between two markers) or where the segment cache holds
+        one of its texts: the segment path takes it then.
 
         Markers are pieces SentencePiece never merges with their neighbours, and every
         constant text (the newline after a turn, ``model\\n``) ends with a newline piece, so
-        the ids of the whole text are the ids of its segments end to end. This is checked,
-        not assumed: the marker ids must come out exactly where the runs put them, and each
-        constant text's ids exactly in its place. Content that needs escaping, a marker the
-        model lacks, or two free texts between two markers take the other path. A property
-        test compares both paths on both real tokenizers.
+        the ids of the whole text are the ids of its segments end to end. That is checked on
+        the ids (:meth:`_split_whole`), not assumed, and a property test compares both paths
+        on both real tokenizers.
         """
         marker_ids, constants, spelled = self.specials.markers, self._constant_texts, self.dialect.pieces
-        strings: list[str] = []
-        expected: list[int] = []  # the marker ids, in order
-        bits: list[int] = [0]  # a mask bit per unit: BOS, then each run
-        known: list[int] = [1]  # each unit's length: 1 for BOS and markers, a constant's, or FREE
-        checked_reserved = reserved == "allow"
+        cache = self._segments
+        whole = _Whole(conversation.notes, runs)
+        strings, expected, bits, known = [], whole.expected, whole.bits, whole.known
+        free_in_group = False
         for value, bit in runs:
             if type(value) is not str:
                 token_id = marker_ids.get(value)
@@ -521,42 +531,64 @@ class GemmaTokenizer:
                 expected.append(token_id)
                 strings.append(spelled[value])
                 known.append(MARKER)
+                free_in_group = False
             else:
                 ids = constants.get(value)
-                if ids is None:
-                    if not checked_reserved and self.reserved.find(value):
+                if ids is not None:
+                    known.append(len(ids))
+                else:
+                    if free_in_group:
+                        return None
+                    free_in_group = True
+                    if reserved != "allow" and self.reserved.find(value):
                         if reserved == "escape":
                             return None
                         self._plan_runs(conversation, runs, _Texts(), reserved)  # raises, located
+                    if cache.capacity and len(value) >= SHORT_TEXT:
+                        if value in cache.ids:
+                            return None  # the segment path takes its ids from the cache
+                        if cache.sighted(value):
+                            whole.keep.append(len(known))
                     known.append(FREE)
-                else:
-                    known.append(len(ids))
                 strings.append(value)
             bits.append(bit)
-        ids = self.processor.encode("".join(strings))
-        ids.insert(0, self.specials.bos)
-        if len(ids) <= SHORT_SEQUENCE:  # a prompt: plain Python beats numpy's per-call cost
+        whole.text = "".join(strings)
+        return whole
+
+    def _split_whole(self, whole: _Whole, encoded) -> Encoding | None:
+        """The Encoding of ``whole`` from the ids of its text (a list or an array), or None
+        when the ids do not split into its units exactly as the segment path gives them:
+        marker ids where the runs put them, and each constant text's own ids in its place."""
+        short = len(encoded) + 1 <= SHORT_SEQUENCE  # plain Python beats numpy's per-call cost
+        if short:
+            ids = [self.specials.bos, *(encoded if type(encoded) is list else encoded.tolist())]
             is_marker = self._marker_id_set
             where = [k for k, token_id in enumerate(ids) if token_id in is_marker]
-            if [ids[k] for k in where] != expected:
+            if [ids[k] for k in where] != whole.expected:
                 return None
         else:
-            array = np.array(ids, dtype=ID_DTYPE)
-            where = np.flatnonzero(self._is_marker[array])
-            if len(where) != len(expected) or not np.array_equal(array[where], expected):
+            ids = np.empty(len(encoded) + 1, dtype=ID_DTYPE)
+            ids[0], ids[1:] = self.specials.bos, encoded
+            found = np.flatnonzero(self._is_marker[ids])
+            if len(found) != len(whole.expected) or not np.array_equal(ids[found], whole.expected):
                 return None
-            where = where.tolist()
-        lengths = _unit_lengths(known, where, len(ids))
+            where = found.tolist()
+        lengths = _unit_lengths(whole.known, where, len(ids))
         if lengths is None:
             return None
-        mask: list[int] = []
-        start = 0
-        for unit, (bit, length) in enumerate(zip(bits, lengths)):
-            if known[unit] >= 0 and unit and ids[start:start + length] != constants[runs[unit - 1][0]]:
-                return None  # a constant text did not come out as its own ids
-            mask += [bit] * length
-            start += length
-        return Encoding(np.array(ids, dtype=ID_DTYPE), np.array(mask, dtype=MASK_DTYPE), conversation.notes)
+        starts = list(accumulate(lengths, initial=0))
+        constants, runs = self._constant_texts, whole.runs
+        for unit, length in enumerate(lengths):
+            if whole.known[unit] >= 0 and unit:
+                start = starts[unit]
+                segment = ids[start:start + length]
+                if (segment if short else segment.tolist()) != constants[runs[unit - 1][0]]:
+                    return None  # a constant text did not come out as its own ids
+        for unit in whole.keep:  # texts met before: the cache takes their ids from here
+            start = starts[unit]
+            self._segments.store(runs[unit - 1][0], np.array(ids[start:start + lengths[unit]], dtype=ID_DTYPE))
+        mask = np.repeat(np.array(whole.bits, dtype=MASK_DTYPE), lengths)
+        return Encoding(np.asarray(ids, dtype=ID_DTYPE), mask, whole.notes)
 
     def _add_text(self, plan, texts, text, bit, reserved, locate) -> None:
         """Add ``text`` to ``plan``, applying the reserved-text policy."""
@@ -592,6 +624,7 @@ class GemmaTokenizer:
 
     def _build(self, plans: list, encoded: list[np.ndarray]) -> list:
         """Ids and masks of every plan, from the encoded texts, with a few numpy calls."""
+        plans = [self._build_whole(plan, encoded) if type(plan) is _Whole else plan for plan in plans]
         pool = self._constant_ids + encoded
         indices: list[int] = []
         bits: list[int] = []
@@ -602,7 +635,7 @@ class GemmaTokenizer:
                 bits.extend(plan.bits)
                 counts.append(len(plan.pieces))
         if not indices:
-            return list(plans)
+            return plans
         pool_lengths = np.fromiter(map(len, pool), dtype=np.int64, count=len(pool))
         lengths = pool_lengths[np.array(indices)]
         ids = np.concatenate(itemgetter(*indices)(pool) if len(indices) > 1 else [pool[indices[0]]])
@@ -620,6 +653,42 @@ class GemmaTokenizer:
             else:
                 results.append(plan)
         return results
+
+
+    def _build_whole(self, whole: _Whole, encoded: list) -> Encoding:
+        """A whole-text plan's Encoding; the segment path's, should its ids not split."""
+        encoding = self._split_whole(whole, encoded[whole.index])
+        if encoding is None:
+            conversation = _Notes(whole.notes)
+            encoding = self._encode_by_segments(conversation, whole.runs, "allow")
+        return encoding
+
+
+class _Whole:
+    """One conversation to encode as one text (:meth:`GemmaTokenizer._whole_plan`): the text,
+    its index among the batch's texts, and per unit (BOS, then each run) its mask bit and
+    length (MARKER, a constant's, FREE); ``expected`` the marker ids in order, ``keep`` the
+    units whose ids the segment cache takes."""
+
+    __slots__ = ("notes", "runs", "text", "index", "expected", "bits", "known", "keep")
+
+    def __init__(self, notes: tuple[str, ...], runs):
+        self.notes, self.runs = notes, runs
+        self.text, self.index = "", -1
+        self.expected: list[int] = []
+        self.bits: list[int] = [0]
+        self.known: list[int] = [1]
+        self.keep: list[int] = []
+
+
+class _Notes:
+    """What the segment path reads of a conversation, for a whole-text plan that falls back:
+    its reserved text was already checked, so only the notes matter."""
+
+    __slots__ = ("notes",)
+
+    def __init__(self, notes):
+        self.notes = notes
 
 
 class _Texts(list):
@@ -676,28 +745,36 @@ class SegmentCache:
             texts.append(ids)
             return index
         texts.append(text)
-        key = hash(text)  # a hash, not the text: long unique messages must not pile up here
-        if key in self.seen:
+        if self.sighted(text):  # hashes, not texts: long unique messages must not pile up
             texts.keep.append(index)
-        else:
-            if len(self.seen) >= self.SEEN_KEPT:
-                self.seen.clear()
-            self.seen.add(key)
         return index
+
+    def sighted(self, text: str) -> bool:
+        """Note a sighting of ``text``; True from its second on (then :meth:`store` its ids)."""
+        key = hash(text)
+        if key in self.seen:
+            return True
+        if len(self.seen) >= self.SEEN_KEPT:
+            self.seen.clear()
+        self.seen.add(key)
+        return False
+
+    def store(self, text: str, ids: np.ndarray) -> None:
+        """Remember the ids of ``text``, the oldest segments going first beyond capacity."""
+        if text in self.ids or len(ids) > self.capacity // 4:
+            return
+        self.ids[text] = ids
+        self.held += len(ids)
+        self.seen.discard(hash(text))
+        while self.held > self.capacity:
+            self.held -= len(self.ids.pop(next(iter(self.ids))))
 
     def keep(self, texts: _Texts, encoded: list) -> list:
         """Remember the segments of ``texts`` marked for it, from their ``encoded`` ids."""
         for k in texts.repeats:
             self.served_tokens += len(encoded[k])
         for k in texts.keep:
-            text, ids = texts[k], encoded[k]
-            if text in self.ids or len(ids) > self.capacity // 4:
-                continue
-            self.ids[text] = ids
-            self.held += len(ids)
-            self.seen.discard(hash(text))
-            while self.held > self.capacity:
-                self.held -= len(self.ids.pop(next(iter(self.ids))))
+            self.store(texts[k], encoded[k])
         return encoded
 
 
