@@ -314,3 +314,22 @@ def test_the_readme_torch_example_runs():
     namespace = {}
     exec(example.replace('"tokenizer.model"', repr(str(FIXTURE_MODEL))), namespace)
     assert namespace["batch"]["labels"].shape[0] == 2
+
+
+def test_a_hugging_face_dataset_slice_is_a_batch(tok):
+    datasets = pytest.importorskip("datasets")
+    rows = [json.loads(line) for line in (INTEROP / "hf_labels.jsonl").read_text().splitlines()[:2]]
+    ds = datasets.Dataset.from_list([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows])
+    report = validate_batch(ds[:2], tok, expect="training", train_newline=True)
+    assert report.ok and "unshifted" in report.notes[0]
+    ds = ds.map(lambda r: {"labels": r["labels"][1:] + [-100]})  # shifted by a map
+    assert "read as shifted" in validate_batch(ds[:2], tok, expect="training", train_newline=True).notes[0]
+
+
+def test_a_wrong_completion_mask_is_now_checked(tmp_path, capsys):
+    """A TRL dump whose mask also trains the prompt: it used to pass unread."""
+    rows = [json.loads(line) for line in (INTEROP / "trl_completion.jsonl").read_text().splitlines()]
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(json.dumps({**r, "completion_mask": [1] * len(r["input_ids"])}) + "\n" for r in rows))
+    code, out, _ = cli(capsys, "--expect", "training", str(path))
+    assert code == 1 and "loss_mask: the loss mask is 1 on BOS" in out
