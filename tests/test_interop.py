@@ -333,3 +333,24 @@ def test_a_wrong_completion_mask_is_now_checked(tmp_path, capsys):
     path.write_text("".join(json.dumps({**r, "completion_mask": [1] * len(r["input_ids"])}) + "\n" for r in rows))
     code, out, _ = cli(capsys, "--expect", "training", str(path))
     assert code == 1 and "loss_mask: the loss mask is 1 on BOS" in out
+
+
+def test_inspect_reads_labels_and_numbered_attention(capsys):
+    code = main(["inspect", "--tokenizer", str(FIXTURE_MODEL), str(INTEROP / "shifted_labels.jsonl"), "-n", "1", "--color", "never"])
+    out, err = capsys.readouterr()
+    assert code == 0 and "labels read as shifted" in err and "loss mask on 3 tokens: valid" in out
+    code = main(["inspect", "--tokenizer", str(FIXTURE_MODEL), str(INTEROP / "axolotl_packed.npz"), "--color", "never"])
+    out, err = capsys.readouterr()
+    assert code == 0 and "(3 padding)" in out and ": valid" in out
+
+
+def test_parquet_errors_are_clear(tmp_path, capsys):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    pq.write_table(pa.Table.from_pylist([{"text": "x"}]), tmp_path / "a.parquet")
+    pq.write_table(pa.Table.from_pylist([{"input_ids": [2, None]}]), tmp_path / "b.parquet")
+    (tmp_path / "c.parquet").write_bytes((tmp_path / "b.parquet").read_bytes()[:-30])
+    code, _, err = cli(capsys, *(str(tmp_path / f"{n}.parquet") for n in "abc"))
+    assert code == 2 and "Traceback" not in err
+    assert "has no input_ids column" in err and "row 0: input_ids must be a list of integers" in err
+    assert "is not a readable Parquet file" in err

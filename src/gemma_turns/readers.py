@@ -336,7 +336,14 @@ def _parquet_chunks(path: str, source: Source) -> Iterator[Chunk]:
     if "input_ids" not in file.schema_arrow.names:
         raise DatasetError(f"{path} has no input_ids column (it has {file.schema_arrow.names[:8]})", path=path)
     first = 0
-    for batch in file.iter_batches(batch_size=CHUNK_ROWS):
+    batches = file.iter_batches(batch_size=CHUNK_ROWS)
+    while True:
+        try:
+            batch = next(batches, None)
+        except Exception as error:  # a corrupt row group: pyarrow's own error types
+            raise DatasetError(f"{path}: rows from {first} cannot be read ({error})", path=path) from None
+        if batch is None:
+            break
         records = []
         for k, row in enumerate(batch.to_pylist()):
             try:
