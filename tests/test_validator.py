@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 from strategies import WITH_RESERVED, conversations
 
 from gemma_turns.errors import ConversationError
+from gemma_turns.testing import assert_valid
 from gemma_turns.validator import (
     RULES,
     Finding,
     Report,
-    assert_valid,
     label_tokens,
     validate,
 )

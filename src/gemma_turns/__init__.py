@@ -43,7 +43,7 @@ _HOMES = {  # public name -> the module that defines it, imported on first use
     "Tally": "streaming",
     "TokenizerError": "errors",
     "Turn": "conversation",
-    "assert_valid": "validator",
+    "assert_valid": "testing",
     "best_fit": "arrays",
     "build_batch": "dataset",
     "encode_lines": "streaming",
@@ -84,7 +84,8 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time names load on fi
     from .store import iter_shards, load_dataset
     from .streaming import Outcome, Tally, encode_lines  # Outcome, Tally: old names of Record, Counts
     from .layout import Layout
-    from .validator import RULES, Finding, Report, assert_valid, read_layout, validate
+    from .testing import assert_valid
+    from .validator import RULES, Finding, Report, read_layout, validate
 
 
 def __getattr__(name: str):

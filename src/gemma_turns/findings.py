@@ -25,6 +25,7 @@ __all__ = [
     "Findings",
     "RULES",
     "Report",
+    "TOLERANCES",
     "accepted_endings",
 ]
 
@@ -91,6 +92,7 @@ def accepted_endings(endings, expect, dialect_endings) -> frozenset:
 
 # In this order findings at one token are listed.
 RULES: dict[str, str] = {
+    "foreign_ids": "ids of another tokenizer (Llama, Mistral, ChatML/Qwen) or Gemma generation (Gemma 2): one finding for all the sequences it explains",
     "dialect_mismatch": "the sequence was written in another chat format than the tokenizer's (one finding for all it breaks)",
     "id_out_of_range": "an id outside the vocabulary (negative, or not below the vocabulary size)",
     "unk": "the <unk> id: text the tokenizer could not encode, or ids of another vocabulary",
@@ -118,6 +120,8 @@ RULES: dict[str, str] = {
     "nothing_to_learn": "training: the trained model turns have no content",
     "content_whitespace": "content that starts or ends with whitespace, which the formatter trims",
     "noncanonical": "a text run that re-encodes to other ids (another tokenizer or Gemma version)",
+    "hf_space_runs": "a run of 17+ spaces split as Hugging Face's fast Gemma tokenizer splits it, not as SentencePiece does (tolerate with 'hf_space_runs')",
+    "labels": "labels (-100 where not trained) that are neither the ids nor the ids shifted by one, or a file that mixes both",
     "loss_mask": "the loss mask differs from the encoder's (or is not 0/1, or not aligned with the ids)",
     "loss_mask_all_zero": "the loss mask is all zero where tokens should be trained",
 }
@@ -146,8 +150,15 @@ BLOCKING = frozenset(
         "bad_tool_syntax",
         "unbalanced_results",
         "dialect_mismatch",
+        "foreign_ids",
     }
 )
+
+# Known differences of other tokenizers that validate(tolerate=...) accepts.
+TOLERANCES: dict[str, str] = {
+    "hf_space_runs": "runs of 17+ spaces split into other space pieces, as Hugging Face's fast "
+    "Gemma tokenizer splits them (the text is the same; SentencePiece takes the longest pieces)",
+}
 
 NO_TOKEN = np.iinfo(np.int64).min  # a hit at the end of a sequence: no token there
 CONTEXT_BEFORE = 5
@@ -188,7 +199,8 @@ class Report:
 
     ``findings`` are sorted by sequence and position, at most ``max_findings`` of them;
     ``counts`` counts every finding by rule, listed or not; ``invalid`` is the number of
-    sequences (rows) with at least one finding.
+    sequences (rows) with at least one finding. ``notes``: how the input was read (e.g. which
+    labels convention was detected); never a failure.
     """
 
     findings: tuple[Finding, ...]
@@ -196,6 +208,7 @@ class Report:
     sequences: int
     tokens: int
     invalid: int
+    notes: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -226,6 +239,7 @@ class Report:
         if self.total > len(shown):
             lines.append(f"... and {self.total - len(shown)} more findings")
         lines.append(self.summary())
+        lines.extend(f"note: {note}" for note in self.notes)
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -245,11 +259,20 @@ class Findings:
         self.groups: list = list(units.early)  # (rule, rows, positions, tokens, render)
         self.blocked = np.zeros(len(units.starts), dtype=bool)
         self.suppressed = np.zeros(0, dtype=np.int64)  # units whose findings one finding explains
+        self.explaining: set[int] = set()  # groups that explain suppressed units: always kept
+        self.folded_rows = np.zeros(0, dtype=np.int64)  # rows invalid through a finding elsewhere
 
     def suppress(self, units) -> None:
-        """Report no finding in ``units`` except the ones hit after this call."""
+        """Report no finding in ``units`` except the explaining ones (:meth:`explain`)."""
         self.suppressed = np.union1d(self.suppressed, units)
-        self.keep_from = len(self.groups)
+
+    def explain(self, rule: str, flat_positions, render, *, units, rows_explained=None) -> None:
+        """A hit that explains suppressed units (kept when everything else in them is
+        dropped); ``rows_explained``: rows it stands for, each counted invalid."""
+        self.hit(rule, flat_positions, render, units=units)
+        self.explaining.add(len(self.groups) - 1)
+        if rows_explained is not None:
+            self.folded_rows = np.union1d(self.folded_rows, rows_explained)
 
     def hit(self, rule: str, flat_positions, render, *, units=None) -> None:
         """Hits at positions of ``flat``; pass ``units`` for positions that may be a unit's end.
@@ -291,7 +314,7 @@ class Findings:
         for g, (rule, r, p, _, _) in enumerate(self.groups):
             if len(r) == 0:
                 continue
-            if len(self.suppressed) and g < self.keep_from:
+            if len(self.suppressed) and g not in self.explaining:
                 keep = ~self._in_suppressed(np.asarray(r), np.asarray(p))
                 if not keep.all():
                     index = np.flatnonzero(keep)
@@ -316,9 +339,9 @@ class Findings:
             order = np.lexsort(
                 (all_index, all_groups, np.concatenate(ranks), np.concatenate(positions), all_rows)
             )
-            invalid = len(np.unique(all_rows))
+            invalid = len(np.union1d(all_rows, self.folded_rows))
         else:
-            order, invalid = np.zeros(0, np.int64), 0
+            order, invalid = np.zeros(0, np.int64), len(self.folded_rows)
         limit = len(order) if max_findings is None else max(0, max_findings)
         findings = []
         for j in order[:limit]:

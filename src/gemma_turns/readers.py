@@ -4,8 +4,14 @@
                     (:func:`gemma_turns.store.open_stored`); shifted rows are rebuilt as
                     full sequences, packed rows carry their segment ids
     X.npy           a 1-D (one sequence) or 2-D (rows) integer array of ids
-    anything else   JSON lines: a list of ids, or ``{"input_ids", "loss_mask",
-                    "attention_mask"}`` (``-``: standard input)
+    X.parquet       rows with list<int> columns (pyarrow, the ``parquet`` extra)
+    anything else   JSON lines: a list of ids, or an object with ``input_ids`` and masks
+                    (``-``: standard input)
+
+Objects, Parquet rows and npz arrays may hold other tools' masks and packing (``labels``,
+``assistant_masks``, ``completion_mask``, ``position_ids`` restarts, ``seq_lengths``,
+``cu_seqlens``, an attention mask numbered 1..k): :mod:`gemma_turns.conventions` reads them;
+a key that looks like a mask and is not read is a warning.
 
 A :class:`Source` tells what was read (``chunks``), what its manifest says, integrity
 ``problems`` (a file missing, changed or not listed), ``notices`` (what could not be
@@ -27,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from .arrays import ArrayProblem, check_arrays
+from .conventions import LOSS_KEYS, Record, looks_like_mask, read_record
 from .errors import DatasetError
 from .store import open_stored, read_arrays, source_lookup, unshift
 
@@ -42,6 +49,7 @@ class Chunk:
     ids: object  # 2-D array, or a list of 1-D arrays
     indices: np.ndarray
     loss_mask: object = None
+    labels: object = None  # labels (-100: not trained), read by validate(labels=)
     attention_mask: object = None
     segment_ids: object = None
     source: Callable[[int, int], int | None] | None = None  # (row, position) -> input line
@@ -61,6 +69,19 @@ class Source:
     problems: list[str] = field(default_factory=list)
     bad_lines: list[str] = field(default_factory=list)  # JSONL lines that are no sequence
     blank_lines: int = 0
+    read_keys: dict = field(default_factory=dict)  # key read -> what it was read as
+
+    def note_record(self, record: Record) -> None:
+        """Remember what one record's keys were read as; warn once per key not read."""
+        if record.loss_key and record.loss_key not in self.read_keys:
+            self.read_keys[record.loss_key] = "loss mask"
+        if record.packing_key and record.packing_key not in self.read_keys:
+            self.read_keys[record.packing_key] = "packed segments"
+        for what in record.unused:
+            key = what.split(" ", 1)[0]
+            if key not in self.read_keys:
+                self.read_keys[key] = None
+                self.warnings.append(f"key {what}: not checked")
 
 
 def open_sequences(path: str, *, tokenizer_sha256: str | None = None) -> Source:
@@ -69,6 +90,9 @@ def open_sequences(path: str, *, tokenizer_sha256: str | None = None) -> Source:
         return _stored(path, tokenizer_sha256)
     if path.endswith(".npy"):
         source = Source(path, _npy_chunks(path))
+    elif path.endswith((".parquet", ".pq")):
+        source = Source(path, iter(()))
+        source.chunks = _parquet_chunks(path, source)
     else:
         source = Source(path, iter(()))
         source.chunks = _jsonl_chunks(path, source)
@@ -134,11 +158,18 @@ def _npz_chunks(path: Path, arrays: dict, first: int, source: Source, shifted_by
         raise DatasetError(
             f"{path}: input_ids must be a 2-D array of rows, got shape {ids.shape}", path=path
         )
-    for key in ("attention_mask", "loss_mask", "segment_ids", "targets", "position_ids"):
+    for key in ("attention_mask", "loss_mask", "segment_ids", "targets", "position_ids", *LOSS_KEYS):
         if key in arrays and arrays[key].shape != ids.shape:
             raise DatasetError(
                 f"{path}: {key} has shape {arrays[key].shape}, input_ids {ids.shape}", path=path
             )
+    if "targets" not in arrays and _other_convention(arrays):
+        yield from _convention_rows(path, arrays, first, source)
+        return
+    for key in sorted(set(arrays) - NPZ_KEYS):
+        if looks_like_mask(key) and key not in source.read_keys:
+            source.read_keys[key] = None
+            source.warnings.append(f"{path.name}: key {key} (not a key validate reads): not checked")
     stored_ids = ids
     loss = arrays.get("loss_mask")
     attention = arrays.get("attention_mask")
@@ -170,6 +201,41 @@ def _npz_chunks(path: Path, arrays: dict, first: int, source: Source, shifted_by
             ),
             stored_ids=stored_ids[lo:hi],
         )
+
+
+NPZ_KEYS = frozenset(
+    {"input_ids", "attention_mask", "loss_mask", "segment_ids", "targets", "position_ids", "source_line", "segment_source_line"}
+)
+
+
+def _other_convention(arrays: dict) -> bool:
+    """Whether an npz holds another tool's masks or packing (read row by row)."""
+    if set(arrays) & {"labels", "assistant_masks", "completion_mask", "seq_lengths", "cu_seqlens", "cu_seq_lens_q"}:
+        return True
+    attention = arrays.get("attention_mask")
+    if "segment_ids" not in arrays and attention is not None and attention.size and attention.max() > 1:
+        return True  # axolotl: an attention mask numbered 1..k
+    positions = arrays.get("position_ids")
+    if "segment_ids" not in arrays and positions is not None and positions.size:
+        real = np.ones(positions.shape, bool) if attention is None else attention != 0
+        return bool(((positions == 0) & real).sum(axis=1).max() > 1)  # positions restart
+    return False
+
+
+def _convention_rows(path: Path, arrays: dict, first: int, source: Source) -> Iterator[Chunk]:
+    n = len(arrays["input_ids"])
+    for lo in range(0, n, CHUNK_ROWS):
+        hi = min(n, lo + CHUNK_ROWS)
+        records = []
+        for r in range(lo, hi):
+            row = {key: value[r] for key, value in arrays.items() if value.ndim == 2 and len(value) == n}
+            try:
+                record = read_record(row, _int_list)
+            except ValueError as error:
+                raise DatasetError(f"{path}: row {r}: {error}", path=path) from None
+            source.note_record(record)
+            records.append(record)
+        yield _records_chunk(records, range(first + lo, first + hi))
 
 
 def _npy_chunks(path: str) -> Iterator[Chunk]:
@@ -210,60 +276,89 @@ def _jsonl_chunks(path: str, source: Source) -> Iterator[Chunk]:
     """JSON lines; sequence ``k`` is line ``k + 1`` (blank lines keep their index). Lines
     that are no sequence are listed in ``source.bad_lines``, and reported at the end."""
     with open_binary(path) as stream:
-        rows, losses, attentions, indices = [], [], [], []
+        records, indices = [], []
         for number, raw in enumerate(stream, start=1):
             if not raw.strip():
                 source.blank_lines += 1
                 continue
             try:
-                ids, loss, attention = _jsonl_record(raw)
+                record = _jsonl_record(raw)
             except ValueError as error:
                 source.bad_lines.append(f"line {number}: {error}")
                 continue
-            rows.append(ids)
-            losses.append(loss)
-            attentions.append(attention)
+            source.note_record(record)
+            records.append(record)
             indices.append(number - 1)
-            if len(rows) == CHUNK_ROWS:
-                yield _jsonl_chunk(rows, losses, attentions, indices)
-                rows, losses, attentions, indices = [], [], [], []
-        if rows:
-            yield _jsonl_chunk(rows, losses, attentions, indices)
+            if len(records) == CHUNK_ROWS:
+                yield _records_chunk(records, indices)
+                records, indices = [], []
+        if records:
+            yield _records_chunk(records, indices)
     problems = source.bad_lines
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         raise DatasetError(
             f"{len(problems)} line(s) are not token sequences ({shown}). Each line must be a "
-            'list of ids, or {"input_ids": [...], "loss_mask": [...]}',
+            'list of ids, or {"input_ids": [...], "loss_mask": [...]} (or labels, '
+            "assistant_masks, completion_mask; see the Interoperability section of the README)",
             path=path,
         )
 
 
-def _jsonl_record(raw: bytes):
+def _jsonl_record(raw: bytes) -> Record:
     try:
         value = json.loads(raw)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
     except Exception as error:  # any parser-level failure is this line's, e.g. a huge integer
         raise ValueError(f"not valid JSON ({error})") from None
-    loss = attention = None
     if isinstance(value, dict):
-        if "input_ids" not in value:
-            raise ValueError(f"an object without input_ids (keys {sorted(value)[:5]})")
-        ids = value["input_ids"]
-        loss = value.get("loss_mask")
-        attention = value.get("attention_mask")
-    else:
-        ids = value
-    ids = _int_list(ids, "input_ids")
-    loss = None if loss is None else _int_list(loss, "loss_mask")
-    attention = None if attention is None else _int_list(attention, "attention_mask")
-    if attention is not None and len(attention) != len(ids):
-        raise ValueError(f"attention_mask has {len(attention)} values for {len(ids)} input_ids")
-    return ids, loss, attention
+        return read_record(value, _int_list)
+    return Record(ids=_int_list(value, "input_ids"))
+
+
+def _parquet_chunks(path: str, source: Source) -> Iterator[Chunk]:
+    """Parquet rows with list<int> columns (``input_ids`` and the mask conventions);
+    sequence ``k`` is row ``k``."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DatasetError(
+            f"{path}: reading Parquet needs pyarrow, an optional extra: pip install 'gemma-turns[parquet]'",
+            path=path,
+        ) from None
+    try:
+        file = pq.ParquetFile(path)
+    except FileNotFoundError:
+        raise DatasetError(f"cannot read {path!r}: no such file", path=path) from None
+    except Exception as error:  # pyarrow raises its own types for a corrupt file
+        raise DatasetError(f"{path} is not a readable Parquet file ({error})", path=path) from None
+    if "input_ids" not in file.schema_arrow.names:
+        raise DatasetError(f"{path} has no input_ids column (it has {file.schema_arrow.names[:8]})", path=path)
+    first = 0
+    batches = file.iter_batches(batch_size=CHUNK_ROWS)
+    while True:
+        try:
+            batch = next(batches, None)
+        except Exception as error:  # a corrupt row group: pyarrow's own error types
+            raise DatasetError(f"{path}: rows from {first} cannot be read ({error})", path=path) from None
+        if batch is None:
+            break
+        records = []
+        for k, row in enumerate(batch.to_pylist()):
+            try:
+                record = read_record({key: value for key, value in row.items() if value is not None}, _int_list)
+            except ValueError as error:
+                raise DatasetError(f"{path}: row {first + k}: {error}", path=path) from None
+            source.note_record(record)
+            records.append(record)
+        yield _records_chunk(records, list(range(first, first + len(records))))
+        first += len(records)
 
 
 def _int_list(value, name: str) -> np.ndarray:
+    if isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind in "iu":
+        return value.astype(np.int64, copy=False)
     if not isinstance(value, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in value):
         raise ValueError(f"{name} must be a list of integers")
     try:
@@ -272,11 +367,16 @@ def _int_list(value, name: str) -> np.ndarray:
         raise ValueError(f"{name} has an integer too large for an id") from None
 
 
-def _jsonl_chunk(rows, losses, attentions, indices) -> Chunk:
-    # a line without a mask has None in its place: its mask is not checked, its padding inferred
+def _records_chunk(records: list[Record], indices) -> Chunk:
+    # a record without a mask has None in its place: its mask is not checked, its padding inferred
+    column = lambda name: (  # noqa: E731
+        [getattr(r, name) for r in records] if any(getattr(r, name) is not None for r in records) else None
+    )
     return Chunk(
-        ids=rows,
+        ids=[r.ids for r in records],
         indices=np.array(indices, dtype=np.int64),
-        loss_mask=losses if any(loss is not None for loss in losses) else None,
-        attention_mask=attentions if any(a is not None for a in attentions) else None,
+        loss_mask=column("loss"),
+        labels=column("labels"),
+        attention_mask=column("attention"),
+        segment_ids=column("segments"),
     )

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .conventions import as_array
 from .findings import NO_TOKEN
 
-__all__ = ["Units", "int_array", "prepare"]
+__all__ = ["Units", "int_array", "is_flat", "prepare", "rows_of"]
 
 
 
@@ -59,7 +60,11 @@ class Units:
 
 def prepare(sequences, loss_mask, attention_mask, segment_ids, pad: int) -> Units:
     """Cut ``sequences`` (one sequence, a list of them, Encodings, or a 2-D array of rows) and
-    the masks aligned with them into units."""
+    the masks aligned with them into units. Torch tensors and other array-likes are read as
+    numpy arrays, as are the rows of a list."""
+    sequences, loss_mask, attention_mask, segment_ids = (
+        as_array(x) for x in (sequences, loss_mask, attention_mask, segment_ids)
+    )
     if _is_encoding(sequences):
         sequences = [sequences]
     if isinstance(sequences, Sequence) and sequences and all(_is_encoding(s) for s in sequences):
@@ -89,15 +94,33 @@ def _is_encoding(value) -> bool:
     return hasattr(value, "ids") and hasattr(value, "loss_mask")
 
 
-def _is_flat(value) -> bool:
+def is_flat(value) -> bool:
+    """Whether ``value`` is one sequence of ids (not a list of sequences)."""
     if isinstance(value, np.ndarray):
         return value.ndim == 1
     return isinstance(value, Sequence) and len(value) > 0 and isinstance(value[0], (int, np.integer))
 
 
+_is_flat = is_flat
+
+
+def rows_of(value, name: str, *, like: list | None = None) -> list:
+    """The rows of ``value`` (one sequence, a list of them, a 2-D array; tensors read as
+    arrays) as 1-D integer arrays, a None row kept; ``like``: the rows they align with (a
+    single flat row then stands for one of one)."""
+    value = as_array(value)
+    if _is_encoding(value):
+        return [int_array(value.ids, name)]
+    if isinstance(value, Sequence) and value and all(_is_encoding(s) for s in value):
+        return [int_array(s.ids, name) for s in value]
+    if like is not None and len(like) == 1 and is_flat(value):
+        return [int_array(value, name)]
+    return _rows(value, name, none_rows=like is not None)
+
+
 def int_array(value, name: str) -> np.ndarray:
     try:
-        array = np.asarray(value)
+        array = np.asarray(as_array(value))
     except (OverflowError, ValueError) as error:
         raise ValueError(f"{name} must hold integers: {error}") from None
     if array.dtype.kind == "f" and (array.size == 0 or (name != "sequences" and np.all(array == np.round(array)))):
@@ -110,6 +133,7 @@ def int_array(value, name: str) -> np.ndarray:
 def _rows(value, name: str, *, none_rows: bool = False) -> list:
     if value is None:
         raise ValueError(f"{name} is None")
+    value = as_array(value)
     if isinstance(value, np.ndarray):
         if value.ndim == 1:
             return [int_array(value, name)]

@@ -15,6 +15,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from ..conventions import labels_to_loss
 from ..validator import label_tokens, validate
 from .common import EXIT_INVALID, EXIT_OK, CommandError, load_tokenizer
 from .validate_command import add_check_options, check_checkpoint, check_options, open_source
@@ -141,6 +142,11 @@ def _find(source, index: int):
             pick = lambda value: None if value is None else value[k]  # noqa: B023 (used at once)
             ids = np.asarray(chunk.ids[k], dtype=np.int64)
             loss, attention, segments = pick(chunk.loss_mask), pick(chunk.attention_mask), pick(chunk.segment_ids)
+            if loss is None and pick(chunk.labels) is not None:
+                # labels: shifted or not is told over the whole chunk, then this row's mask taken
+                read = labels_to_loss([np.asarray(x) for x in chunk.ids], chunk.labels)
+                loss = read.loss[k]
+                print(f"gemma-turns inspect: {source.path}: {read.note or 'labels that fit no convention'}", file=sys.stderr)
             return (
                 ids,
                 None if loss is None else np.asarray(loss),

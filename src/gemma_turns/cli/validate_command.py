@@ -7,8 +7,12 @@ Inputs, by name:
                      the tokenizer's sha256
     DIR              a directory of shards (manifest.json, shard-00000.npz, ...)
     X.npy            a 1-D (one sequence) or 2-D (rows) integer array
+    X.parquet        rows with list<int> columns (needs pyarrow: the parquet extra)
     anything else    JSON lines: a list of ids, or {"input_ids": [...], "loss_mask": [...]}
                      ('-' reads standard input)
+JSON objects, Parquet rows and npz arrays may use other tools' keys (labels, assistant_masks,
+completion_mask, position_ids restarts, seq_lengths, cu_seqlens, an attention mask numbered
+1..k); what was read as what is said on stderr, and a mask-like key not read is a warning.
 
 Exit codes: 0 every sequence is valid; 1 some sequence is invalid; 2 usage or I/O error (a
 missing or corrupt file, a line that is no token sequence), which wins over 1.
@@ -27,6 +31,7 @@ from dataclasses import replace
 
 from ..arrays import ArrayProblem
 from ..errors import DatasetError
+from ..findings import TOLERANCES
 from ..options import validate_keywords
 from ..readers import Chunk, Source, open_sequences
 from ..validator import Finding, validate
@@ -72,6 +77,15 @@ def register(subparsers) -> None:
         dest="canonical",
         action="store_false",
         help="skip the canonical-tokenization rule (re-encoding every text run: the slow rule)",
+    )
+    parser.add_argument(
+        "--tolerate",
+        action="append",
+        choices=sorted(TOLERANCES),
+        default=[],
+        metavar="DIFFERENCE",
+        help="accept a known difference of another tokenizer: hf_space_runs (runs of 17+ spaces "
+        "split as Hugging Face's fast Gemma tokenizer splits them); repeatable",
     )
     parser.add_argument("--threads", type=positive_int, default=None, metavar="N", help="SentencePiece threads for the canonical rule")
     parser.set_defaults(run=run)
@@ -172,10 +186,17 @@ def run(args) -> int:
             for notice in source.notices:
                 print(f"gemma-turns validate: {path}: notice: {notice}", file=sys.stderr)
             options = check_options(args, source.manifest)
+            notes: list[str] = []
             for chunk in _reading(path, source.chunks):
                 warned = _warn(path, source, warned)
                 remaining = None if budget is None else max(0, budget - listed)
                 report = _validate_chunk(chunk, tokenizer, options, args, remaining)
+                for note in report.notes:
+                    if note not in notes:
+                        notes.append(note)
+                        print(f"gemma-turns validate: {path}: {note}", file=sys.stderr)
+                if file_counts.get("foreign_ids") and report.counts.get("foreign_ids"):
+                    report = _fold_foreign(report)  # one file-level finding, not one per chunk
                 stored = [_array_finding(problem, chunk) for problem in chunk.checks]
                 room = None if remaining is None else max(0, remaining - len(report.findings))
                 shown = sorted(
@@ -204,6 +225,10 @@ def run(args) -> int:
         finally:
             if source is not None:
                 _warn(path, source, warned)
+                read_as = {key: what for key, what in source.read_keys.items() if what}
+                if read_as:
+                    keys = ", ".join(f"{key} as {what}" for key, what in read_as.items())
+                    print(f"gemma-turns validate: {path}: read {keys}", file=sys.stderr)
         totals.update(file_counts)
         sequences += file_sequences
         tokens += file_tokens
@@ -221,6 +246,15 @@ def run(args) -> int:
     if failed:
         return EXIT_USAGE
     return EXIT_INVALID if total else EXIT_OK
+
+
+def _fold_foreign(report):
+    """A later chunk's foreign_ids finding folded into the file's first: not listed again,
+    not counted again (its sequences still count as invalid)."""
+    counts = dict(report.counts)
+    counts.pop("foreign_ids")
+    findings = tuple(f for f in report.findings if f.rule != "foreign_ids")
+    return replace(report, findings=findings, counts=counts)
 
 
 def _array_finding(problem: ArrayProblem, chunk: Chunk) -> Finding:
@@ -279,9 +313,11 @@ def _validate_chunk(chunk: Chunk, tokenizer, options: dict, args, remaining):
             chunk.ids,
             tokenizer,
             loss_mask=chunk.loss_mask,
+            labels=chunk.labels,
             attention_mask=chunk.attention_mask,
             segment_ids=chunk.segment_ids,
             canonical=args.canonical,
+            tolerate=frozenset(args.tolerate),
             max_findings=remaining,
             num_threads=args.threads,
             **options,
