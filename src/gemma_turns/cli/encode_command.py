@@ -25,6 +25,7 @@ from .common import (
     CommandError,
     add_input_argument,
     load_tokenizer,
+    non_negative_int,
     open_input,
     positive_int,
 )
@@ -53,8 +54,9 @@ def register(subparsers) -> None:
         'or {"line", "error"} for a record that cannot be encoded. With -o OUT.npz: write '
         "model-input arrays (input_ids, attention_mask, loss_mask, position_ids, ...) and "
         "OUT.manifest.json; with --shard-size N, -o names a directory of shards. A summary goes "
-        "to stderr. Exit code 0 if every record was encoded, 1 if any was rejected (or too long "
-        "under --truncation error), 2 for usage or I/O errors.",
+        "to stderr. Exit code 0 if every record was encoded (dropped or truncated as --truncation "
+        "asks is fine), 1 if any was rejected (more than --max-rejects) or too long under "
+        "--truncation error, 2 for usage or I/O errors.",
     )
     add_input_argument(parser)
     parser.add_argument(
@@ -171,6 +173,14 @@ def add_array_options(parser) -> None:
         f"(default {MAX_MEMORY_MIB}; see --max-length, --shard-size)",
     )
     parser.add_argument(
+        "--max-rejects",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="exit 0 when at most N records were rejected as invalid (default 0: any rejected "
+        "record exits 1); with -o, needs --rejects FILE, so every rejected record is listed",
+    )
+    parser.add_argument(
         "--rejects",
         metavar="FILE",
         help="write the rejected and dropped records, with their line numbers and reasons, to "
@@ -278,11 +288,16 @@ def run_jsonl(args) -> int:
         raise
     print(f"gemma-turns encode: {counts.summary(arrays=False)}", file=sys.stderr)
     _where(counts, args)
-    return EXIT_INVALID if counts.rejected else EXIT_OK
+    return _exit_code(counts, args)
 
 
 def run_arrays(args) -> int:
     """Arrays streamed to OUT.npz or a shard directory, with a manifest and a summary."""
+    if args.max_rejects and args.rejects is None:
+        raise CommandError(
+            "--max-rejects with -o needs --rejects FILE: a run that passes with rejected "
+            "records must list them somewhere"
+        )
     options = array_options(args)
     _check_paths(args)
     tokenizer = load_tokenizer(args.tokenizer)
@@ -345,7 +360,28 @@ def run_arrays(args) -> int:
         f"gemma-turns encode: wrote {where}: {shapes}; manifest {written.manifest_path}",
         file=sys.stderr,
     )
-    return EXIT_INVALID if counts.rejected else EXIT_OK
+    return _exit_code(counts, args)
+
+
+def _exit_code(counts: Counts, args) -> int:
+    """0 when no record was rejected, or no more than --max-rejects (said on stderr); else 1.
+    Dropped and truncated records never fail a run: --truncation asked for them."""
+    rejected = sum(counts.rejected.values())
+    if not rejected:
+        return EXIT_OK
+    if rejected <= args.max_rejects:
+        print(
+            f"gemma-turns encode: {rejected} rejected, within --max-rejects {args.max_rejects}: "
+            "exit 0",
+            file=sys.stderr,
+        )
+        return EXIT_OK
+    if args.max_rejects:
+        print(
+            f"gemma-turns encode: {rejected} rejected, more than --max-rejects {args.max_rejects}",
+            file=sys.stderr,
+        )
+    return EXIT_INVALID
 
 
 def _where(counts: Counts, args) -> None:
