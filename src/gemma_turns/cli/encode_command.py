@@ -42,6 +42,7 @@ ARRAY_FLAGS = {
     "pack": ("--pack", False),
     "shift": ("--shift", False),
     "compress": ("--compress", False),
+    "file_format": ("--format", None),
     "max_memory": ("--max-memory", MAX_MEMORY_MIB),
 }
 
@@ -120,7 +121,15 @@ def add_array_options(parser) -> None:
         "-o",
         "--output",
         metavar="OUT",
-        help="write arrays to OUT.npz, or to the directory OUT with --shard-size",
+        help="write arrays to OUT.npz or OUT.parquet, or to the directory OUT with --shard-size",
+    )
+    group.add_argument(
+        "--format",
+        dest="file_format",
+        choices=("npz", "parquet"),
+        help="array files: npz (default) or parquet (ragged rows as list columns, for Hugging "
+        "Face datasets, Spark, grain; needs pyarrow: pip install 'gemma-turns[parquet]'); "
+        "a single -o file's suffix decides by itself",
     )
     group.add_argument(
         "--shard-size",
@@ -163,7 +172,9 @@ def add_array_options(parser) -> None:
         help="training targets: input_ids = ids[:-1], targets = ids[1:], loss_mask aligned "
         "with the targets",
     )
-    group.add_argument("--compress", action="store_true", help="write compressed .npz files")
+    group.add_argument(
+        "--compress", action="store_true", help="write compressed files (npz: deflate; parquet: zstd)"
+    )
     group.add_argument(
         "--max-memory",
         type=positive_int,
@@ -299,6 +310,7 @@ def run_arrays(args) -> int:
             "records must list them somewhere"
         )
     options = array_options(args)
+    _check_file_format(args)
     _check_paths(args)
     tokenizer = load_tokenizer(args.tokenizer)
     chat = encode_options(args, tokenizer)
@@ -327,6 +339,7 @@ def run_arrays(args) -> int:
                 num_threads=args.threads,
                 on_progress=progress,
                 max_record_bytes=args.max_record_bytes,
+                file_format=args.file_format,
             )
         except SequenceTooLongError as error:
             return _too_long(args, error)
@@ -397,6 +410,25 @@ def _where(counts: Counts, args) -> None:
         "" if args.rejects else "; --rejects FILE lists them with their reasons"
     )
     print(f"gemma-turns encode: {where}{more}", file=sys.stderr)
+
+
+def _check_file_format(args) -> None:
+    """The file format from --format and the output's name, and pyarrow for Parquet: usage
+    errors before any work."""
+    from ..store import file_format_of
+
+    try:
+        if args.shard_size is None:
+            args.file_format = file_format_of(args.output, args.file_format)
+    except ValueError as error:
+        raise CommandError(str(error).replace("the file format asked is", "--format is")) from None
+    if args.file_format == "parquet":
+        from ..store_parquet import require_pyarrow
+
+        try:
+            require_pyarrow()
+        except DatasetError as error:
+            raise CommandError(f"{error}; nothing written") from None
 
 
 def _check_paths(args) -> None:
