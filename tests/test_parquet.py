@@ -151,3 +151,18 @@ def load_dataset_of_parquet_without_pyarrow(folder):
     from gemma_turns.store import read_arrays
 
     return read_arrays(folder / "missing.parquet")
+
+
+def test_row_groups_of_a_few_rows_read_back_the_same(tmp_path, capsys, monkeypatch):
+    from gemma_turns import store_parquet
+
+    monkeypatch.setattr(store_parquet, "ROW_GROUP", 5)
+    flags = ["--mode", "training", "--max-length", 256, "--pack", "--max-length", 100,
+             "--truncation", "truncate"]
+    assert encode(capsys, SAMPLE, "-o", tmp_path / "n.npz", *flags)[0] == 0
+    assert encode(capsys, SAMPLE, "-o", tmp_path / "p.parquet", *flags)[0] == 0
+    import pyarrow.parquet as pq
+
+    assert pq.ParquetFile(tmp_path / "p.parquet").metadata.num_row_groups > 1
+    a, b = load_dataset(tmp_path / "n.npz").arrays, load_dataset(tmp_path / "p.parquet").arrays
+    assert all(np.array_equal(a[key], b[key]) for key in a) and a.keys() == b.keys()

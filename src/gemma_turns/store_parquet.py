@@ -33,6 +33,7 @@ METADATA_KEY = b"gemma_turns"
 PAD_WITH_ID = ("input_ids", "targets")  # keys whose padding cells hold the pad id, not 0
 TABLE_KEYS = ("segment_source_line",)  # per row, one value per segment (-1: none)
 ROW_KEYS = ("source_line",)  # one value per row
+ROW_GROUP = 1024  # rows per Parquet row group (what one read or write step holds)
 
 
 def require_pyarrow():
@@ -53,48 +54,64 @@ def write_parquet(
     padding: str,
     compress: bool,
 ) -> dict:
-    """Write the rows of ``blocks`` (one after the other) to one Parquet file; returns each
+    """Write the rows of ``blocks`` (one after the other) to one Parquet file, in row groups
+    of ``ROW_GROUP`` rows (so only one group's Arrow columns exist at a time); returns each
     key's dtype and shape as the manifest lists them (``["rows", width]``, as for ``.npz``)."""
     pq = require_pyarrow()
     import pyarrow as pa
 
-    columns, keys = {}, {}
-    for key in blocks[0]:
-        parts = [block[key] for block in blocks]
-        dtype = parts[0].dtype
-        if key in ROW_KEYS:
-            columns[key] = pa.array(np.concatenate(parts), type=pa.from_numpy_dtype(dtype))
-            keys[key] = {"dtype": dtype.name, "shape": ["rows"]}
-            continue
-        if key in TABLE_KEYS:
-            lists = [row[row >= 0] for part in parts for row in part]
-            width = max((part.shape[1] for part in parts), default=0)
-        else:
-            masks = [block["attention_mask"] != 0 for block in blocks]
-            lists = [row[keep] for part, mask in zip(parts, masks) for row, keep in zip(part, mask)]
-            width = parts[0].shape[1]
-        columns[key] = _lists(pa, lists, dtype)
-        keys[key] = {"dtype": dtype.name, "shape": ["rows", width]}
-    width = blocks[0]["input_ids"].shape[1]
+    first = blocks[0]
+    width = first["input_ids"].shape[1]
+    large = ROW_GROUP * max(width, 1) > np.iinfo(np.int32).max  # offsets past 32 bits
+    list_of = pa.large_list if large else pa.list_
+    fields, keys = [], {}
+    for key, array in first.items():
+        arrow_type = pa.from_numpy_dtype(array.dtype)
+        fields.append(pa.field(key, arrow_type if key in ROW_KEYS else list_of(arrow_type)))
+        shape = ["rows"] if key in ROW_KEYS else [
+            "rows", max(block[key].shape[1] for block in blocks) if key in TABLE_KEYS else width
+        ]
+        keys[key] = {"dtype": array.dtype.name, "shape": shape}
     metadata = {
         "width": width,
         "padding": padding,
         "pad_id": int(pad_id),
         "keys": {key: spec["dtype"] for key, spec in keys.items()},
     }
-    table = pa.table(columns).replace_schema_metadata({METADATA_KEY: json.dumps(metadata)})
-    pq.write_table(table, path, compression="zstd" if compress else "none")
+    schema = pa.schema(fields, metadata={METADATA_KEY: json.dumps(metadata)})
+    with pq.ParquetWriter(path, schema, compression="zstd" if compress else "none") as writer:
+        groups = [
+            {key: array[start : start + ROW_GROUP] for key, array in block.items()}
+            for block in blocks
+            for start in range(0, len(block["input_ids"]), ROW_GROUP)
+        ] or [first]
+        for group in groups:
+            writer.write_table(_group_table(pa, group, schema, large))
     return keys
 
 
-def _lists(pa, rows: list[np.ndarray], dtype: np.dtype):
-    """A ``list<dtype>`` Arrow array from numpy rows, built from offsets (no Python ints)."""
-    lengths = np.array([len(row) for row in rows], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-    values = np.concatenate(rows).astype(dtype) if rows else np.zeros(0, dtype)
-    return pa.ListArray.from_arrays(
-        pa.array(offsets, type=pa.int32()), pa.array(values, type=pa.from_numpy_dtype(dtype))
-    )
+def _group_table(pa, group: dict[str, np.ndarray], schema, large: bool):
+    """One row group: each row's real cells (where ``attention_mask`` is 1), row after row."""
+    real = group["attention_mask"] != 0
+    lengths = real.sum(axis=1)
+    columns = []
+    for key, part in group.items():
+        if key in ROW_KEYS:
+            columns.append(pa.array(part, type=pa.from_numpy_dtype(part.dtype)))
+        elif key in TABLE_KEYS:
+            columns.append(_lists(pa, part[part >= 0], (part >= 0).sum(axis=1), large))
+        else:
+            columns.append(_lists(pa, part[real], lengths, large))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _lists(pa, values: np.ndarray, lengths: np.ndarray, large: bool):
+    """A ``list<dtype>`` Arrow array of rows of ``lengths`` cut from ``values``."""
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64 if large else np.int32)
+    items = pa.array(values, type=pa.from_numpy_dtype(values.dtype))
+    if large:
+        return pa.LargeListArray.from_arrays(pa.array(offsets, type=pa.int64()), items)
+    return pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32()), items)
 
 
 def read_parquet(path: str | os.PathLike) -> dict[str, np.ndarray]:
