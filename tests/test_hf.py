@@ -151,6 +151,8 @@ def test_tokenizer_and_map_fn_pickle(fixture_tokenizer, fixture4_tokenizer):
         assert copy.encode_chat(HI, mode="training").ids.tolist() == (
             tok.encode_chat(HI, mode="training").ids.tolist()
         )
+    encoding = pickle.loads(pickle.dumps(fixture_tokenizer.encode_chat(HI, mode="training")))
+    assert encoding.ids.tolist() == fixture_tokenizer.encode_chat(HI, mode="training").ids.tolist()
     fn = map_fn(fixture_tokenizer, mode="training")
     assert pickle.loads(pickle.dumps(fn))({"messages": [HI]}) == fn({"messages": [HI]})
 
