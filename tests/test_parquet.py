@@ -166,3 +166,13 @@ def test_row_groups_of_a_few_rows_read_back_the_same(tmp_path, capsys, monkeypat
     assert pq.ParquetFile(tmp_path / "p.parquet").metadata.num_row_groups > 1
     a, b = load_dataset(tmp_path / "n.npz").arrays, load_dataset(tmp_path / "p.parquet").arrays
     assert all(np.array_equal(a[key], b[key]) for key in a) and a.keys() == b.keys()
+
+
+def test_the_rejects_file_may_not_be_the_manifest_of_a_parquet_output(tmp_path, capsys):
+    from gemma_turns.dataset import check_rejects_path
+
+    with pytest.raises(DatasetError, match="also an input or an output"):
+        check_rejects_path(tmp_path / "o.manifest.json", output=tmp_path / "o.parquet")
+    code, err = encode(capsys, SAMPLE, "-o", tmp_path / "o.parquet", "--mode", "training",
+                       "--rejects", tmp_path / "o.manifest.json")
+    assert code == 2 and "also an input or an output" in err

@@ -81,7 +81,7 @@ BLOCK_ROWS = 256  # rows turned into arrays at a time for a single .npz output
 
 def check_rejects_path(rejects, *, inputs=(), output=None) -> None:
     """Old spelling of :func:`gemma_turns.store.check_paths` for a rejects file."""
-    sharded = output is not None and Path(output).suffix != ".npz"
+    sharded = output is not None and Path(output).suffix not in (".npz", ".parquet")
     check_paths(inputs=inputs, output=output, sharded=sharded, rejects=rejects)
 
 
