@@ -176,3 +176,20 @@ def test_the_rejects_file_may_not_be_the_manifest_of_a_parquet_output(tmp_path, 
     code, err = encode(capsys, SAMPLE, "-o", tmp_path / "o.parquet", "--mode", "training",
                        "--rejects", tmp_path / "o.manifest.json")
     assert code == 2 and "also an input or an output" in err
+
+
+def test_packed_rows_carry_their_segment_lengths(tmp_path, capsys):
+    out = tmp_path / "p.parquet"
+    flags = ["--mode", "training", "--max-length", 256, "--pack", "--shift"]
+    assert encode(capsys, SAMPLE, "-o", out, *flags)[0] == 0
+    import pyarrow.parquet as pq
+
+    from gemma_turns.arrays import cu_seqlens, segment_lengths
+
+    table = pq.read_table(out)
+    arrays = load_dataset(out).arrays
+    assert "seq_lengths" not in arrays  # derived, not one of the arrays
+    expected = [x.tolist() for x in segment_lengths(arrays["segment_ids"])]
+    assert table.column("seq_lengths").to_pylist() == expected
+    flat = [n for row in expected for n in row]
+    assert cu_seqlens(arrays["segment_ids"]).tolist() == np.concatenate([[0], np.cumsum(flat)]).tolist()

@@ -12,7 +12,9 @@ Rows are stored **ragged**: each row holds its real cells only (where ``attentio
 1), as ``list<int32>`` (ids, targets, positions, segment ids) and ``list<int8>`` (masks)
 columns, the shape Hugging Face ``datasets``, Spark and grain read directly and collators pad.
 ``source_line`` is an ``int64`` column; a packed row's ``segment_source_line`` is a
-``list<int64>`` of its segments' lines. The file's schema metadata (``gemma_turns``) holds
+``list<int64>`` of its segments' lines; packed rows also get ``seq_lengths``, a
+``list<int32>`` of their segments' lengths (``cu_seqlens`` for flash-attention varlen is their
+running sum), which is derived from ``segment_ids`` and not read back. The file's schema metadata (``gemma_turns``) holds
 what turns the rows back into the exact ``.npz`` arrays (width, padding side, pad id,
 dtypes), so :func:`read_parquet` needs no manifest.
 """
@@ -34,6 +36,7 @@ PAD_WITH_ID = ("input_ids", "targets")  # keys whose padding cells hold the pad 
 TABLE_KEYS = ("segment_source_line",)  # per row, one value per segment (-1: none)
 ROW_KEYS = ("source_line",)  # one value per row
 ROW_GROUP = 1024  # rows per Parquet row group (what one read or write step holds)
+DERIVED = "seq_lengths"  # packed rows: each segment's length, for varlen attention; not read back
 
 
 def require_pyarrow():
@@ -72,6 +75,8 @@ def write_parquet(
             "rows", max(block[key].shape[1] for block in blocks) if key in TABLE_KEYS else width
         ]
         keys[key] = {"dtype": array.dtype.name, "shape": shape}
+    if "segment_ids" in first:
+        fields.append(pa.field(DERIVED, list_of(pa.int32())))
     metadata = {
         "width": width,
         "padding": padding,
@@ -102,6 +107,12 @@ def _group_table(pa, group: dict[str, np.ndarray], schema, large: bool):
             columns.append(_lists(pa, part[part >= 0], (part >= 0).sum(axis=1), large))
         else:
             columns.append(_lists(pa, part[real], lengths, large))
+    if "segment_ids" in group:
+        segments = group["segment_ids"]
+        counts = segments.max(axis=1, initial=0).astype(np.int64)
+        per_row = [np.bincount(row[row != 0])[1:] for row in segments]
+        flat = np.concatenate(per_row).astype(np.int32) if per_row else np.zeros(0, np.int32)
+        columns.append(_lists(pa, flat, counts, large))
     return pa.Table.from_arrays(columns, schema=schema)
 
 
@@ -136,6 +147,8 @@ def read_parquet(path: str | os.PathLike) -> dict[str, np.ndarray]:
             f"{path} has no gemma-turns metadata: it was not written by gemma-turns encode",
             path=path,
         ) from None
+    if DERIVED in table.column_names and "segment_ids" in dtypes:
+        table = table.drop_columns([DERIVED])
     if set(dtypes) != set(table.column_names) or "attention_mask" not in dtypes:
         raise DatasetError(
             f"{path} holds columns {sorted(table.column_names)}, but its metadata lists "
