@@ -44,8 +44,10 @@ __all__ = [
     "BestFit",
     "best_fit",
     "check_arrays",
+    "cu_seqlens",
     "pack_rows",
     "pad_batch",
+    "segment_lengths",
     "shift",
     "truncate",
     "unpack",
@@ -329,6 +331,30 @@ def unpack(values: np.ndarray, segment_ids: np.ndarray) -> list[np.ndarray]:
     segments = segment_ids[keep]
     boundaries = np.flatnonzero((rows[1:] != rows[:-1]) | (segments[1:] != segments[:-1])) + 1
     return np.split(values[keep], boundaries) if segments.size else []
+
+
+def segment_lengths(segment_ids: np.ndarray) -> list[np.ndarray]:
+    """The length of each segment of each packed row, in row order (padding not counted):
+
+        segment_ids  [[1, 1, 1, 2, 2],      ->  [[3, 2],
+                      [1, 1, 1, 1, 0]]           [4]]
+    """
+    segment_ids = np.asarray(segment_ids)
+    return [np.bincount(row[row != 0])[1:].astype(np.int32) for row in segment_ids]
+
+
+def cu_seqlens(segment_ids: np.ndarray) -> np.ndarray:
+    """Cumulative segment boundaries over the real tokens of every row, one after the
+    other: what variable-length attention kernels take (``flash_attn_varlen_func(q, k, v,
+    cu_seqlens_q=..., ...)`` over ``input_ids[attention_mask == 1]``), so that attention
+    stays inside each segment. int32, starting with 0, one entry per segment more:
+
+        segment_ids  [[1, 1, 1, 2, 2],      ->  [0, 3, 5, 9]
+                      [1, 1, 1, 1, 0]]
+    """
+    lengths = segment_lengths(segment_ids)
+    flat = np.concatenate(lengths) if lengths else np.zeros(0, np.int32)
+    return np.concatenate([[0], np.cumsum(flat)]).astype(np.int32)
 
 
 # -- internals -------------------------------------------------------------------------

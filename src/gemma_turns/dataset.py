@@ -81,7 +81,7 @@ BLOCK_ROWS = 256  # rows turned into arrays at a time for a single .npz output
 
 def check_rejects_path(rejects, *, inputs=(), output=None) -> None:
     """Old spelling of :func:`gemma_turns.store.check_paths` for a rejects file."""
-    sharded = output is not None and Path(output).suffix != ".npz"
+    sharded = output is not None and Path(output).suffix not in (".npz", ".parquet")
     check_paths(inputs=inputs, output=output, sharded=sharded, rejects=rejects)
 
 
@@ -235,6 +235,7 @@ def write_dataset(
     num_threads: int | None = None,
     on_progress: Callable[[Counts], None] | None = None,
     max_record_bytes: int = MAX_RECORD_BYTES,
+    file_format: str | None = None,
 ) -> Written:
     """Stream JSONL lines (bytes, e.g. a file opened ``"rb"``) to arrays on disk.
 
@@ -244,6 +245,8 @@ def write_dataset(
     file of the rejected and dropped records with their line numbers and reasons (``"-"``:
     standard output). ``on_progress`` is called with the counts after every batch of lines.
     A line longer than ``max_record_bytes`` is rejected (``too_large``) unread.
+    ``file_format``: ``"npz"`` or ``"parquet"`` (needs pyarrow); by default a single file's
+    suffix decides (``NAME.parquet``), and shards are ``.npz``.
 
     ``input_path`` names the input for the manifest and for the checks made before any work:
     the output, its manifest and the rejects file may not be the input (or each other).
@@ -264,7 +267,14 @@ def write_dataset(
             "sharded output needs a max_length, so that every shard has the same width"
         )
     check_paths(inputs=[input_path], output=output, sharded=shard_size is not None, rejects=rejects)
-    target = ArrayWriter(output, sharded=shard_size is not None, compress=compress)
+    target = ArrayWriter(
+        output,
+        sharded=shard_size is not None,
+        compress=compress,
+        file_format=file_format,
+        pad_id=tokenizer.specials.pad,
+        padding=array_options.padding,
+    )
     reject_file = None
     hashed = _HashingSource(source)
     counts, rows = Counts(), _Rows(array_options)
@@ -333,6 +343,7 @@ def write_dataset(
             shard_size=shard_size,
             compress=compress,
             rejects=rejects,
+            file_format=target.file_format,
         )
         manifest_path, files = target.commit(manifest)
         if reject_file is not None:

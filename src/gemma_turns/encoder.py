@@ -170,6 +170,16 @@ class GemmaTokenizer:
     def from_bytes(cls, model_proto: bytes, *, dialect: str | Dialect | None = None, **options) -> GemmaTokenizer:
         return cls(model_proto, dialect=dialect, **options)
 
+    def __reduce__(self):
+        """Pickle as the model bytes, path, dialect and cache size (the SentencePiece processor
+        itself does not pickle): a copy loads the same model again, with an empty segment
+        cache, so a tokenizer crosses into worker processes (``datasets.map(num_proc=N)``,
+        ``multiprocessing``)."""
+        registered = chat_format.DIALECTS.get(self.dialect.name) is self.dialect
+        dialect = self.dialect.name if registered else self.dialect
+        state = (self.processor.serialized_model_proto(), self.path, dialect, self._segments.capacity)
+        return (_unpickle_tokenizer, state)
+
     def __repr__(self) -> str:
         return (
             f"GemmaTokenizer(path={self.path!r}, dialect={self.dialect.name!r}, "
@@ -689,6 +699,10 @@ class _Notes:
 
     def __init__(self, notes):
         self.notes = notes
+
+
+def _unpickle_tokenizer(model_proto: bytes, path, dialect, segment_cache: int) -> GemmaTokenizer:
+    return GemmaTokenizer(model_proto, path=path, dialect=dialect, segment_cache=segment_cache)
 
 
 class _Texts(list):

@@ -13,6 +13,9 @@
 Each error carries structured location fields (``record``, ``message_index``, ``role``,
 ``char_offset``, ...) besides its message, so a caller can report or count errors by
 ``code`` without parsing text. ``record`` is ``None`` until a batch or file reader fills it in.
+
+Every error pickles with its fields and message (``pickle.loads(pickle.dumps(error))``), so it
+crosses process boundaries: ``ProcessPoolExecutor``, ``multiprocessing``, ``datasets.map(num_proc=N)``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,17 @@ __all__ = [
 
 class GemmaTurnsError(Exception):
     """Base class of every error raised by gemma-turns."""
+
+    def __reduce__(self):
+        # The default rebuilds an exception as ``cls(*args)``, which our keyword-only fields
+        # refuse (a worker's error then kills a ProcessPoolExecutor with BrokenProcessPool).
+        # Rebuild without __init__: the rendered message as args, every field as state.
+        return (_rebuild, (type(self), self.args), self.__dict__)
+
+
+def _rebuild(cls, args):
+    """An error of ``cls`` with ``args``, its fields set by pickle from the saved state."""
+    return cls.__new__(cls, *args)
 
 
 class TokenizerError(GemmaTurnsError, ValueError):

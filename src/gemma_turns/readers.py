@@ -86,7 +86,7 @@ class Source:
 
 def open_sequences(path: str, *, tokenizer_sha256: str | None = None) -> Source:
     """The sequences of the input at ``path``; DatasetError if it cannot be read at all."""
-    if path != "-" and os.path.isdir(path) or path.endswith(".npz"):
+    if path != "-" and os.path.isdir(path) or path.endswith((".npz", ".parquet")):
         return _stored(path, tokenizer_sha256)
     if path.endswith(".npy"):
         source = Source(path, _npy_chunks(path))

@@ -2,6 +2,7 @@
 
     OUT.npz + OUT.manifest.json            one file (``-o OUT.npz``)
     DIR/shard-00000.npz ... + manifest.json    shards (``-o DIR --shard-size N``)
+    OUT.parquet, DIR/shard-00000.parquet       the same rows as Parquet (:mod:`.store_parquet`)
 
 An ``.npz`` holds the arrays (``input_ids``, ``attention_mask``, ``loss_mask``,
 ``position_ids``, and ``targets``, ``segment_ids``, ``source_line`` or
@@ -67,13 +68,30 @@ __all__ = [
 FORMAT = "gemma-turns/arrays"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-SHARD_NAME = re.compile(r"shard-\d{5}\.npz")
+SHARD_NAME = re.compile(r"shard-\d{5}\.(?:npz|parquet)")
+FILE_FORMATS = {".npz": "npz", ".parquet": "parquet"}  # array file suffix -> file format
 
 
 def manifest_beside(npz: str | os.PathLike) -> Path:
-    """Where the manifest of a single ``NAME.npz`` output is: ``NAME.manifest.json``."""
+    """Where the manifest of a single ``NAME.npz`` (or ``NAME.parquet``) output is:
+    ``NAME.manifest.json``."""
     npz = Path(npz)
-    return npz.with_name(npz.name.removesuffix(".npz") + ".manifest.json")
+    stem = npz.name.removesuffix(".npz") if npz.suffix == ".npz" else npz.name.removesuffix(".parquet")
+    return npz.with_name(stem + ".manifest.json")
+
+
+def file_format_of(output: str | os.PathLike, file_format: str | None = None) -> str:
+    """The array file format of an output: ``file_format`` when given (``npz`` or
+    ``parquet``), else by a single file's suffix (``.parquet``), else ``npz``."""
+    if file_format is not None and file_format not in FILE_FORMATS.values():
+        raise ValueError(f"file_format must be 'npz' or 'parquet', got {file_format!r}")
+    by_suffix = FILE_FORMATS.get(Path(output).suffix)
+    if file_format is not None and by_suffix is not None and by_suffix != file_format:
+        raise ValueError(
+            f"the output {output} is named as {by_suffix}, but the file format asked is "
+            f"{file_format}; name it NAME.{file_format}"
+        )
+    return file_format or by_suffix or "npz"
 
 
 # -- the manifest ------------------------------------------------------------------------------
@@ -91,6 +109,7 @@ def build_manifest(
     shard_size: int | None,
     compress: bool,
     rejects: str | os.PathLike | None,
+    file_format: str = "npz",
 ) -> dict:
     """The manifest of a finished run; ``files``: what :meth:`ArrayWriter.write` recorded."""
     from . import __version__  # here, not at import: the package imports this module
@@ -108,7 +127,12 @@ def build_manifest(
             "specials": tokenizer.specials.as_dict(),
         },
         "encode_options": encode_options.as_dict(),
-        "array_options": {**array_options.as_dict(), "shard_size": shard_size, "compress": compress},
+        "array_options": {
+            **array_options.as_dict(),
+            "shard_size": shard_size,
+            "compress": compress,
+            "file_format": file_format,
+        },
         "counts": counts.as_dict(),
         "rejects": None if rejects is None else os.fspath(rejects),
         "keys": _merged_keys(files),
@@ -165,7 +189,17 @@ def read_manifest(path: str | os.PathLike) -> tuple[dict, Path]:
         )
     if not isinstance(manifest.get("files"), list) or not isinstance(manifest.get("keys"), dict):
         raise DatasetError(f"{manifest_path} lists no files or keys", path=manifest_path)
+    if manifest_path != path and not path.is_dir() and path.name not in _names(manifest):
+        raise DatasetError(
+            f"{manifest_path} is the manifest of {', '.join(_names(manifest)) or 'no file'}, "
+            f"not of {path.name}: {path} is not a finished gemma-turns output",
+            path=path,
+        )
     return manifest, manifest_path.parent
+
+
+def _names(manifest: dict) -> list[str]:
+    return [e.get("name") for e in manifest.get("files", []) if isinstance(e, dict)]
 
 
 # -- reading -----------------------------------------------------------------------------------
@@ -221,7 +255,12 @@ def iter_shards(path: str | os.PathLike, *, verify: bool = True) -> Iterator[dic
 
 
 def read_arrays(file: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Every array of one ``.npz`` file (no pickles); DatasetError when it cannot be read."""
+    """Every array of one ``.npz`` file (no pickles), or of one ``.parquet`` file padded back
+    to the same arrays; DatasetError when it cannot be read."""
+    if Path(file).suffix == ".parquet":
+        from .store_parquet import read_parquet
+
+        return read_parquet(file)
     try:
         with np.load(file, allow_pickle=False) as data:
             return {key: data[key] for key in data.files}
@@ -262,7 +301,11 @@ def open_stored(path: str | os.PathLike) -> Stored:
         manifest_path = folder / MANIFEST  # one shard of a directory
     stored = Stored(path, _manifest_or_none(manifest_path, path))
     manifest = stored.manifest
-    on_disk = sorted(p.name for p in folder.glob("*.npz")) if path.is_dir() else [path.name]
+    on_disk = (
+        sorted(p.name for suffix in FILE_FORMATS for p in folder.glob(f"*{suffix}"))
+        if path.is_dir()
+        else [path.name]
+    )
     if manifest is None or manifest.get("format") != FORMAT:
         what = f"no manifest ({manifest_path.name})" if manifest is None else (
             f"{manifest_path.name} is not a gemma-turns manifest"
@@ -508,11 +551,35 @@ class ArrayWriter:
     :meth:`commit` with the manifest written last, removed by :meth:`abort`. Holds the
     output's :class:`OutputLock` from construction to commit or abort."""
 
-    def __init__(self, output: str | os.PathLike, *, sharded: bool, compress: bool):
+    def __init__(
+        self,
+        output: str | os.PathLike,
+        *,
+        sharded: bool,
+        compress: bool,
+        file_format: str | None = None,
+        pad_id: int = 0,
+        padding: str = "right",
+    ):
         self.path = Path(output)
         self.sharded = sharded
         self.compress = compress
         self.files: list[dict] = []
+        try:
+            self.file_format = file_format_of(output, file_format) if not sharded else (
+                file_format or "npz"
+            )
+        except ValueError as error:
+            raise DatasetError(str(error), path=self.path) from None
+        if self.file_format not in FILE_FORMATS.values():
+            raise DatasetError(
+                f"file_format must be 'npz' or 'parquet', got {self.file_format!r}", path=self.path
+            )
+        self.pad_id, self.padding = pad_id, padding
+        if self.file_format == "parquet":
+            from .store_parquet import require_pyarrow
+
+            require_pyarrow()  # before any work: say how to install it
         if sharded:
             if self.path.exists() and not (self.path.is_dir() and _replaceable_dir(self.path)):
                 raise DatasetError(
@@ -522,14 +589,15 @@ class ArrayWriter:
                     path=self.path,
                 )
         else:
-            if self.path.suffix != ".npz":
+            if self.path.suffix not in FILE_FORMATS:
                 raise DatasetError(
-                    f"name the output FILE.npz (got {self.path}), or give a shard size to write "
-                    "a directory of shards",
+                    f"name the output FILE.npz or FILE.parquet (got {self.path}), or give a "
+                    "shard size to write a directory of shards",
                     path=self.path,
                 )
             if self.path.is_dir():
                 raise DatasetError(f"{self.path} is a directory; name a .npz file", path=self.path)
+            _check_manifest_owner(self.path)
         parent = self.path.parent
         if not parent.is_dir():
             raise DatasetError(
@@ -550,13 +618,23 @@ class ArrayWriter:
         return self.path / MANIFEST if self.sharded else manifest_beside(self.path)
 
     def write(self, blocks: list[dict[str, np.ndarray]]) -> None:
-        """One .npz file of the rows of ``blocks``, one after the other."""
-        name = f"shard-{len(self.files):05d}.npz" if self.sharded else self.path.name
+        """One .npz (or .parquet) file of the rows of ``blocks``, one after the other."""
+        suffix = "parquet" if self.file_format == "parquet" else "npz"
+        name = f"shard-{len(self.files):05d}.{suffix}" if self.sharded else self.path.name
         path = self.work / name
-        with open(path, "wb") as handle:
-            keys = _save_npz(handle, blocks, compress=self.compress)
-            handle.flush()
-            os.fsync(handle.fileno())
+        if self.file_format == "parquet":
+            from .store_parquet import write_parquet
+
+            keys = write_parquet(
+                path, blocks, pad_id=self.pad_id, padding=self.padding, compress=self.compress
+            )
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+        else:
+            with open(path, "wb") as handle:
+                keys = _save_npz(handle, blocks, compress=self.compress)
+                handle.flush()
+                os.fsync(handle.fileno())
         rows = sum(len(next(iter(block.values()))) for block in blocks)
         self.files.append({"name": name, "rows": rows, "sha256": _sha256(path), "keys": keys})
 
@@ -590,6 +668,26 @@ class ArrayWriter:
     def abort(self) -> None:
         shutil.rmtree(self.work, ignore_errors=True)
         self.lock.release()
+
+
+def _check_manifest_owner(path: Path) -> None:
+    """``NAME.npz`` and ``NAME.parquet`` share ``NAME.manifest.json``: refuse to write one
+    while the manifest describes the other, which replacing it would leave unreadable."""
+    manifest_path = manifest_beside(path)
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        return
+    others = [name for name in _names(manifest) if name != path.name]
+    if others and (path.parent / others[0]).exists():
+        raise DatasetError(
+            f"{manifest_path} is the manifest of {others[0]}, which writing {path.name} would "
+            f"leave without one; remove {others[0]} and its manifest, or name the output "
+            "differently",
+            path=path,
+        )
 
 
 def _save_npz(handle, blocks: list[dict[str, np.ndarray]], *, compress: bool) -> dict:

@@ -25,6 +25,7 @@ from .common import (
     CommandError,
     add_input_argument,
     load_tokenizer,
+    non_negative_int,
     open_input,
     positive_int,
 )
@@ -41,6 +42,7 @@ ARRAY_FLAGS = {
     "pack": ("--pack", False),
     "shift": ("--shift", False),
     "compress": ("--compress", False),
+    "file_format": ("--format", None),
     "max_memory": ("--max-memory", MAX_MEMORY_MIB),
 }
 
@@ -53,8 +55,9 @@ def register(subparsers) -> None:
         'or {"line", "error"} for a record that cannot be encoded. With -o OUT.npz: write '
         "model-input arrays (input_ids, attention_mask, loss_mask, position_ids, ...) and "
         "OUT.manifest.json; with --shard-size N, -o names a directory of shards. A summary goes "
-        "to stderr. Exit code 0 if every record was encoded, 1 if any was rejected (or too long "
-        "under --truncation error), 2 for usage or I/O errors.",
+        "to stderr. Exit code 0 if every record was encoded (dropped or truncated as --truncation "
+        "asks is fine), 1 if any was rejected (more than --max-rejects) or too long under "
+        "--truncation error, 2 for usage or I/O errors.",
     )
     add_input_argument(parser)
     parser.add_argument(
@@ -118,7 +121,15 @@ def add_array_options(parser) -> None:
         "-o",
         "--output",
         metavar="OUT",
-        help="write arrays to OUT.npz, or to the directory OUT with --shard-size",
+        help="write arrays to OUT.npz or OUT.parquet, or to the directory OUT with --shard-size",
+    )
+    group.add_argument(
+        "--format",
+        dest="file_format",
+        choices=("npz", "parquet"),
+        help="array files: npz (default) or parquet (ragged rows as list columns, for Hugging "
+        "Face datasets, Spark, grain; needs pyarrow: pip install 'gemma-turns[parquet]'); "
+        "a single -o file's suffix decides by itself",
     )
     group.add_argument(
         "--shard-size",
@@ -161,7 +172,9 @@ def add_array_options(parser) -> None:
         help="training targets: input_ids = ids[:-1], targets = ids[1:], loss_mask aligned "
         "with the targets",
     )
-    group.add_argument("--compress", action="store_true", help="write compressed .npz files")
+    group.add_argument(
+        "--compress", action="store_true", help="write compressed files (npz: deflate; parquet: zstd)"
+    )
     group.add_argument(
         "--max-memory",
         type=positive_int,
@@ -169,6 +182,14 @@ def add_array_options(parser) -> None:
         metavar="MIB",
         help=f"refuse, before any work, rows whose block would take more than MIB MiB to build "
         f"(default {MAX_MEMORY_MIB}; see --max-length, --shard-size)",
+    )
+    parser.add_argument(
+        "--max-rejects",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="exit 0 when at most N records were rejected as invalid (default 0: any rejected "
+        "record exits 1); with -o, needs --rejects FILE, so every rejected record is listed",
     )
     parser.add_argument(
         "--rejects",
@@ -278,12 +299,18 @@ def run_jsonl(args) -> int:
         raise
     print(f"gemma-turns encode: {counts.summary(arrays=False)}", file=sys.stderr)
     _where(counts, args)
-    return EXIT_INVALID if counts.rejected else EXIT_OK
+    return _exit_code(counts, args)
 
 
 def run_arrays(args) -> int:
     """Arrays streamed to OUT.npz or a shard directory, with a manifest and a summary."""
+    if args.max_rejects and args.rejects is None:
+        raise CommandError(
+            "--max-rejects with -o needs --rejects FILE: a run that passes with rejected "
+            "records must list them somewhere"
+        )
     options = array_options(args)
+    _check_file_format(args)
     _check_paths(args)
     tokenizer = load_tokenizer(args.tokenizer)
     chat = encode_options(args, tokenizer)
@@ -312,6 +339,7 @@ def run_arrays(args) -> int:
                 num_threads=args.threads,
                 on_progress=progress,
                 max_record_bytes=args.max_record_bytes,
+                file_format=args.file_format,
             )
         except SequenceTooLongError as error:
             return _too_long(args, error)
@@ -345,7 +373,28 @@ def run_arrays(args) -> int:
         f"gemma-turns encode: wrote {where}: {shapes}; manifest {written.manifest_path}",
         file=sys.stderr,
     )
-    return EXIT_INVALID if counts.rejected else EXIT_OK
+    return _exit_code(counts, args)
+
+
+def _exit_code(counts: Counts, args) -> int:
+    """0 when no record was rejected, or no more than --max-rejects (said on stderr); else 1.
+    Dropped and truncated records never fail a run: --truncation asked for them."""
+    rejected = sum(counts.rejected.values())
+    if not rejected:
+        return EXIT_OK
+    if rejected <= args.max_rejects:
+        print(
+            f"gemma-turns encode: {rejected} rejected, within --max-rejects {args.max_rejects}: "
+            "exit 0",
+            file=sys.stderr,
+        )
+        return EXIT_OK
+    if args.max_rejects:
+        print(
+            f"gemma-turns encode: {rejected} rejected, more than --max-rejects {args.max_rejects}",
+            file=sys.stderr,
+        )
+    return EXIT_INVALID
 
 
 def _where(counts: Counts, args) -> None:
@@ -361,6 +410,25 @@ def _where(counts: Counts, args) -> None:
         "" if args.rejects else "; --rejects FILE lists them with their reasons"
     )
     print(f"gemma-turns encode: {where}{more}", file=sys.stderr)
+
+
+def _check_file_format(args) -> None:
+    """The file format from --format and the output's name, and pyarrow for Parquet: usage
+    errors before any work."""
+    from ..store import file_format_of
+
+    try:
+        if args.shard_size is None:
+            args.file_format = file_format_of(args.output, args.file_format)
+    except ValueError as error:
+        raise CommandError(str(error).replace("the file format asked is", "--format is")) from None
+    if args.file_format == "parquet":
+        from ..store_parquet import require_pyarrow
+
+        try:
+            require_pyarrow()
+        except DatasetError as error:
+            raise CommandError(f"{error}; nothing written") from None
 
 
 def _check_paths(args) -> None:
