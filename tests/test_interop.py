@@ -309,7 +309,8 @@ def test_the_readme_torch_example_runs():
     from conftest import ROOT
 
     text = (ROOT / "README.md").read_text()
-    section = text[text.index("## Interoperability") : text.index("## Speed")]
+    start = text.index("### Torch tensors and `assert_valid`")
+    section = text[start : text.index("\n### ", start + 1)]
     (example,) = re.findall(r"```python\n(.+?)\n```", section, flags=re.S)
     namespace = {}
     exec(example.replace('"tokenizer.model"', repr(str(FIXTURE_MODEL))), namespace)

@@ -35,7 +35,7 @@ import numpy as np
 from .arrays import ArrayProblem, check_arrays
 from .conventions import LOSS_KEYS, Record, looks_like_mask, read_record
 from .errors import DatasetError
-from .store import open_stored, read_arrays, source_lookup, unshift
+from .store import manifest_beside, open_stored, read_arrays, source_lookup, unshift
 
 __all__ = ["Chunk", "Source", "open_sequences"]
 
@@ -86,7 +86,7 @@ class Source:
 
 def open_sequences(path: str, *, tokenizer_sha256: str | None = None) -> Source:
     """The sequences of the input at ``path``; DatasetError if it cannot be read at all."""
-    if path != "-" and os.path.isdir(path) or path.endswith((".npz", ".parquet")):
+    if path != "-" and os.path.isdir(path) or path.endswith(".npz") or _written_by_us(path):
         return _stored(path, tokenizer_sha256)
     if path.endswith(".npy"):
         source = Source(path, _npy_chunks(path))
@@ -101,6 +101,12 @@ def open_sequences(path: str, *, tokenizer_sha256: str | None = None) -> Source:
         "made with could not be checked"
     )
     return source
+
+
+def _written_by_us(path: str) -> bool:
+    """A Parquet file that ``encode -o`` wrote (its manifest beside it), rather than another
+    tool's rows."""
+    return path.endswith(".parquet") and manifest_beside(path).exists()
 
 
 def _stored(path: str, tokenizer_sha256: str | None) -> Source:
