@@ -23,7 +23,8 @@ from .common import (
     EXIT_INVALID,
     EXIT_OK,
     CommandError,
-    add_input_argument,
+    add_inputs_argument,
+    expand_inputs,
     load_tokenizer,
     open_input,
     positive_int,
@@ -56,7 +57,7 @@ def register(subparsers) -> None:
         "to stderr. Exit code 0 if every record was encoded, 1 if any was rejected (or too long "
         "under --truncation error), 2 for usage or I/O errors.",
     )
-    add_input_argument(parser)
+    add_inputs_argument(parser)
     parser.add_argument(
         "--tokenizer", required=True, metavar="MODEL", help="SentencePiece tokenizer.model"
     )
@@ -224,6 +225,8 @@ def array_options(args) -> ArrayOptions:
 
 
 def run(args) -> int:
+    args.inputs = expand_inputs(args.inputs)
+    _check_inputs(args.inputs)
     if args.output is None:
         given = [
             flag for name, (flag, unset) in ARRAY_FLAGS.items() if getattr(args, name) != unset
@@ -249,27 +252,29 @@ def run_jsonl(args) -> int:
     counts = Counts()
     write = sys.stdout.write
     rejects = _open_rejects(args.rejects)
+    several = len(args.inputs) > 1
     try:
-        with open_input(args.input) as stream:
-            records = encode_lines(
-                tokenizer,
-                read_lines(stream, max_record_bytes=args.max_record_bytes),
-                options,
-                num_threads=args.threads,
-            )
-            for record in records:
-                counts.add(record)
-                if record.kind == "encoded":
-                    write(json.dumps(record.encoding.to_dict()) + "\n")
-                elif record.kind == "rejected":
-                    error = record.error.to_dict()
-                    write(
-                        json.dumps({"line": record.number, "error": error}, ensure_ascii=False)
-                        + "\n"
-                    )
-                    if rejects is not None:
-                        rejects.write(json.dumps(record.report(), ensure_ascii=False) + "\n")
-            sys.stdout.flush()  # a full disk shows here, before the summary
+        for name in args.inputs:
+            # With several inputs, a rejected line and a rejects entry name their file.
+            where = {"file": name} if several else {}
+            with open_input(name) as stream:
+                records = encode_lines(
+                    tokenizer,
+                    read_lines(stream, max_record_bytes=args.max_record_bytes),
+                    options,
+                    num_threads=args.threads,
+                )
+                for record in records:
+                    counts.add(record, file=name if several else None)
+                    if record.kind == "encoded":
+                        write(json.dumps(record.encoding.to_dict()) + "\n")
+                    elif record.kind == "rejected":
+                        error = {**where, "line": record.number, "error": record.error.to_dict()}
+                        write(json.dumps(error, ensure_ascii=False) + "\n")
+                        if rejects is not None:
+                            entry = {**where, **record.report()}
+                            rejects.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        sys.stdout.flush()  # a full disk shows here, before the summary
         if rejects is not None:
             rejects.commit()
     except BaseException:
@@ -292,45 +297,44 @@ def run_arrays(args) -> int:
             check_dialect(tokenizer)
         except ValueError as error:
             raise CommandError(_flags(str(error))) from None
-    with open_input(args.input) as stream:
-        progress = (
-            ProgressBar(sys.stderr, total_bytes=_file_size(stream))
-            if _is_terminal(sys.stderr)
-            else None
+    progress = (
+        ProgressBar(sys.stderr, total_bytes=_total_size(args.inputs))
+        if _is_terminal(sys.stderr)
+        else None
+    )
+    try:
+        written = write_dataset(
+            tokenizer,
+            None,
+            args.output,
+            encode_options=chat,
+            array_options=options,
+            shard_size=args.shard_size,
+            rejects=args.rejects,
+            compress=args.compress,
+            inputs=args.inputs,
+            num_threads=args.threads,
+            on_progress=progress,
+            max_record_bytes=args.max_record_bytes,
         )
-        try:
-            written = write_dataset(
-                tokenizer,
-                stream,
-                args.output,
-                encode_options=chat,
-                array_options=options,
-                shard_size=args.shard_size,
-                rejects=args.rejects,
-                compress=args.compress,
-                input_path=None if args.input == "-" else args.input,
-                num_threads=args.threads,
-                on_progress=progress,
-                max_record_bytes=args.max_record_bytes,
-            )
-        except SequenceTooLongError as error:
-            return _too_long(args, error)
-        except EmptyInputError as error:
-            print(f"gemma-turns encode: {error}; nothing written", file=sys.stderr)
-            return EXIT_INVALID
-        except DatasetError as error:
-            raise CommandError(f"{error}; nothing written") from None
-        except OSError as error:
-            where = error.filename or f"{args.input} -> {args.output}"
-            raise CommandError(
-                f"I/O error ({where}): {error.strerror or error}; nothing written"
-            ) from None
-        except KeyboardInterrupt:
-            print("\ngemma-turns encode: interrupted; nothing written", file=sys.stderr)
-            return EXIT_INTERRUPTED
-        finally:
-            if progress is not None:
-                progress.close()
+    except SequenceTooLongError as error:
+        return _too_long(args, error)
+    except EmptyInputError as error:
+        print(f"gemma-turns encode: {error}; nothing written", file=sys.stderr)
+        return EXIT_INVALID
+    except DatasetError as error:
+        raise CommandError(f"{error}; nothing written") from None
+    except OSError as error:
+        where = error.filename or f"{', '.join(args.inputs)} -> {args.output}"
+        raise CommandError(
+            f"I/O error ({where}): {error.strerror or error}; nothing written"
+        ) from None
+    except KeyboardInterrupt:
+        print("\ngemma-turns encode: interrupted; nothing written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        if progress is not None:
+            progress.close()
     counts = written.counts
     print(f"gemma-turns encode: {counts.summary()}", file=sys.stderr)
     _where(counts, args)
@@ -366,7 +370,7 @@ def _where(counts: Counts, args) -> None:
 def _check_paths(args) -> None:
     try:
         check_paths(
-            inputs=[args.input],
+            inputs=args.inputs,
             output=args.output,
             sharded=args.shard_size is not None,
             rejects=args.rejects,
@@ -378,8 +382,9 @@ def _check_paths(args) -> None:
 def _too_long(args, error: SequenceTooLongError) -> int:
     ways = "drop, drop_oldest_turns" if args.mode == "inference" else "drop, truncate"
     plus = " (+1 with --shift)" if args.shift else ""
+    where = f"{error.path} line" if error.path is not None else "line"
     print(
-        f"gemma-turns encode: line {error.record}: {error.length} ids do not fit a row of "
+        f"gemma-turns encode: {where} {error.record}: {error.length} ids do not fit a row of "
         f"--max-length {args.max_length}{plus}. Raise --max-length, or pass --truncation "
         f"{{{ways}}} (with --rejects FILE to list what is dropped); nothing written",
         file=sys.stderr,
@@ -431,12 +436,30 @@ def _open_rejects(path: str | None) -> AtomicText | None:
         raise CommandError(str(error)) from None
 
 
-def _file_size(stream) -> int | None:
-    try:
-        info = os.fstat(stream.fileno())
-    except (OSError, AttributeError, ValueError):
-        return None
-    return info.st_size if stat.S_ISREG(info.st_mode) else None
+def _check_inputs(names: list[str]) -> None:
+    """Every input can be read, before any work (a missing file is a usage error)."""
+    for name in names:
+        if name == "-":
+            continue
+        if os.path.isdir(name):
+            raise CommandError(f"{name} is a directory; name its JSONL files (or 'DIR/*.jsonl')")
+        if not os.access(name, os.R_OK):
+            reason = "no such file" if not os.path.exists(name) else "permission denied"
+            raise CommandError(f"cannot read {name!r}: {reason}")
+
+
+def _total_size(names: list[str]) -> int | None:
+    """The bytes of all the inputs, for the progress line; None when one is no regular file."""
+    total = 0
+    for name in names:
+        try:
+            info = os.stat(name) if name != "-" else os.fstat(sys.stdin.fileno())
+        except (OSError, AttributeError, ValueError):
+            return None
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        total += info.st_size
+    return total
 
 
 def _is_terminal(stream) -> bool:
