@@ -288,7 +288,7 @@ class Assembler:
         """Encode the lines of input ``file`` and place their rows; ``on_batch`` is called
         after every ``batch_size`` lines."""
         name = self.names[file] if self.tag_files else None
-        counts, rows, block_rows = self.counts, self.rows, self.block_rows
+        counts = self.counts
         fitted = fit_lines(
             self.tokenizer,
             lines,
@@ -301,12 +301,10 @@ class Assembler:
             for record in fitted:
                 counts.add(record, file=name)
                 if record.kept:
-                    rows.add((file, record.number), record.encoding)
+                    self.place((file, record.number), record.encoding)
                 elif record.kind != "blank" and self.reject is not None:
                     report = record.report()
                     self.reject(report if name is None else {"file": name, **report})
-                while block_rows is not None and len(rows.ready) >= block_rows:
-                    self._build(rows.take(block_rows))
                 if on_batch is not None and counts.lines % batch_size == 0:
                     on_batch()
         except SequenceTooLongError as error:
@@ -315,6 +313,14 @@ class Assembler:
                     error.length, error.max_length, record=error.record, path=name
                 ) from None
             raise
+
+    def place(self, source: tuple[int, int], encoding: Encoding) -> None:
+        """One kept sequence (``source``: its file index and line) into a row; full blocks
+        of rows are built. ``feed`` places what it encodes; a driver that packs what its
+        workers encoded places theirs."""
+        self.rows.add(source, encoding)
+        while self.block_rows is not None and len(self.rows.ready) >= self.block_rows:
+            self._build(self.rows.take(self.block_rows))
 
     def finish(self, *, empty_file: bool = True) -> None:
         """Close the open rows and emit the rest; with ``empty_file``, an output that got no

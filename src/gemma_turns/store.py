@@ -70,7 +70,7 @@ FORMAT = "gemma-turns/arrays"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 # shard-00000.npz, or shard-CHUNK-PART.npz from a distributed run (one name per input chunk)
-SHARD_NAME = re.compile(r"shard-\d{5}(?:-\d{3,})?\.npz")
+SHARD_NAME = re.compile(r"shard-\d{5,}(?:-\d{3,})?\.npz")
 
 
 def manifest_beside(npz: str | os.PathLike) -> Path:
@@ -215,7 +215,7 @@ def load_dataset(path: str | os.PathLike, *, verify: bool = True) -> Dataset:
     arrays = {}
     for key in manifest["keys"]:
         parts = [shard[key] for shard in shards]
-        if key == "segment_source_line":
+        if key.startswith("segment_source_"):
             width = max(part.shape[1] for part in parts)
             parts = [
                 np.pad(part, ((0, 0), (0, width - part.shape[1])), constant_values=-1)

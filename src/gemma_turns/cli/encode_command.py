@@ -43,7 +43,14 @@ ARRAY_FLAGS = {
     "shift": ("--shift", False),
     "compress": ("--compress", False),
     "max_memory": ("--max-memory", MAX_MEMORY_MIB),
+    "engine": ("--engine", "local"),
+    "workers": ("--workers", None),
+    "chunk_mib": ("--chunk-mib", None),
+    "pack_scope": ("--pack-scope", None),
 }
+RAY_FLAGS = ("workers", "chunk_mib", "pack_scope")  # only with --engine ray
+RAY_SHARD_SIZE = 1024  # rows a shard, when --engine ray is not given --shard-size
+CHUNK_MIB = 16  # input MiB a Ray worker takes at a time
 
 
 def register(subparsers) -> None:
@@ -171,6 +178,34 @@ def add_array_options(parser) -> None:
         help=f"refuse, before any work, rows whose block would take more than MIB MiB to build "
         f"(default {MAX_MEMORY_MIB}; see --max-length, --shard-size)",
     )
+    engine = parser.add_argument_group("engine (with -o)")
+    engine.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local (default): this process; ray: Ray Data workers on the cluster this "
+        f"machine reaches (RAY_ADDRESS), or a local one; needs {INSTALL_RAY}; writes a shard "
+        f"directory (--shard-size default {RAY_SHARD_SIZE})",
+    )
+    engine.add_argument(
+        "--workers",
+        type=positive_int,
+        metavar="N",
+        help="ray: worker processes, one CPU each (default: the cluster's CPUs)",
+    )
+    engine.add_argument(
+        "--chunk-mib",
+        type=positive_int,
+        metavar="MIB",
+        help=f"ray: input a worker encodes at a time (default {CHUNK_MIB}); each chunk writes "
+        "its own shards",
+    )
+    engine.add_argument(
+        "--pack-scope",
+        choices=("chunk", "global"),
+        help="ray with --pack: chunk (default) packs each chunk on its worker (a little less "
+        "full); global packs every record in one pass on this machine: the local run's rows",
+    )
     parser.add_argument(
         "--rejects",
         metavar="FILE",
@@ -193,6 +228,20 @@ def encode_options(args, tokenizer) -> EncodeOptions:
 
 
 def array_options(args) -> ArrayOptions:
+    if args.engine == "ray":
+        if args.max_length is None:
+            raise CommandError(
+                "--engine ray writes a directory of shards: it needs --max-length, so that "
+                "every shard has the same width"
+            )
+        if args.shard_size is None:
+            args.shard_size = RAY_SHARD_SIZE
+        if args.pack_scope is not None and not args.pack:
+            raise CommandError("--pack-scope: only with --pack")
+    else:
+        given = [ARRAY_FLAGS[name][0] for name in RAY_FLAGS if getattr(args, name) is not None]
+        if given:
+            raise CommandError(f"{', '.join(given)}: only with --engine ray")
     try:
         options = ArrayOptions(
             max_length=args.max_length,
@@ -303,20 +352,23 @@ def run_arrays(args) -> int:
         else None
     )
     try:
-        written = write_dataset(
-            tokenizer,
-            None,
-            args.output,
-            encode_options=chat,
-            array_options=options,
-            shard_size=args.shard_size,
-            rejects=args.rejects,
-            compress=args.compress,
-            inputs=args.inputs,
-            num_threads=args.threads,
-            on_progress=progress,
-            max_record_bytes=args.max_record_bytes,
-        )
+        if args.engine == "ray":
+            written = _write_on_ray(args, tokenizer, chat, options, progress)
+        else:
+            written = write_dataset(
+                tokenizer,
+                None,
+                args.output,
+                encode_options=chat,
+                array_options=options,
+                shard_size=args.shard_size,
+                rejects=args.rejects,
+                compress=args.compress,
+                inputs=args.inputs,
+                num_threads=args.threads,
+                on_progress=progress,
+                max_record_bytes=args.max_record_bytes,
+            )
     except SequenceTooLongError as error:
         return _too_long(args, error)
     except EmptyInputError as error:
@@ -350,6 +402,42 @@ def run_arrays(args) -> int:
         file=sys.stderr,
     )
     return EXIT_INVALID if counts.rejected else EXIT_OK
+
+
+INSTALL_RAY = "pip install 'gemma-turns[ray]'"
+
+
+def _write_on_ray(args, tokenizer, chat, options, progress):
+    """The run on Ray Data (imported only here: the local engine never loads Ray)."""
+    if "-" in args.inputs:
+        raise CommandError(
+            "--engine ray reads its inputs in chunks on several workers: standard input "
+            "('-') cannot be split; save it to a file first"
+        )
+    try:
+        from ..engines.ray_engine import write_dataset_ray
+    except ImportError as error:  # noqa: F841 (the module itself needs no Ray to import)
+        raise CommandError(f"--engine ray: {error}") from None
+    try:
+        return write_dataset_ray(
+            tokenizer,
+            args.inputs,
+            args.output,
+            encode_options=chat,
+            array_options=options,
+            shard_size=args.shard_size,
+            rejects=args.rejects,
+            compress=args.compress,
+            chunk_bytes=(args.chunk_mib or CHUNK_MIB) << 20,
+            pack_scope=args.pack_scope or "chunk",
+            workers=args.workers,
+            on_result=progress,
+            max_record_bytes=args.max_record_bytes,
+        )
+    except ValueError as error:
+        if isinstance(error, (DatasetError, SequenceTooLongError)):
+            raise
+        raise CommandError(_flags(str(error))) from None
 
 
 def _where(counts: Counts, args) -> None:
