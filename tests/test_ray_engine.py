@@ -14,6 +14,8 @@ from gemma_turns.cli import main
 from gemma_turns.dataset import load_dataset
 from gemma_turns.store import open_stored
 
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray's own, on its settings
+
 
 def encode(capsys, *argv):
     code = main(["encode", "--tokenizer", str(FIXTURE_MODEL), "--mode", "training", *map(str, argv)])
@@ -169,3 +171,26 @@ def test_a_killed_worker_is_replaced_and_nothing_counted_twice(ray_cluster, inpu
     listed = [entry["name"] for entry in written.manifest["files"]]
     assert sorted(os.listdir(tmp_path / "ray")) == sorted([*listed, "manifest.json"])
     assert open_stored(tmp_path / "ray").problems == []
+
+
+class FailingWorker(RayChunkWorker):
+    """A worker that cannot start (its node has another tokenizer file, say)."""
+
+    def __init__(self, job):
+        from gemma_turns.errors import DatasetError
+
+        raise DatasetError("the tokenizer on this worker is not the driver's")
+
+
+def test_a_worker_that_cannot_start_fails_the_run_cleanly(ray_cluster, inputs, tmp_path):
+    from gemma_turns import ArrayOptions, EncodeOptions, GemmaTokenizer
+    from gemma_turns.engines.ray_engine import write_dataset_ray
+    from gemma_turns.errors import DatasetError
+
+    with pytest.raises(DatasetError, match="a Ray worker failed: the tokenizer on this worker"):
+        write_dataset_ray(
+            GemmaTokenizer.load(FIXTURE_MODEL), inputs, tmp_path / "out",
+            encode_options=EncodeOptions(mode="training"),
+            array_options=ArrayOptions(max_length=256), shard_size=16, worker_class=FailingWorker,
+        )
+    assert sorted(os.listdir(tmp_path)) == ["a.jsonl", "b.jsonl"]  # no output, no leftovers

@@ -238,6 +238,11 @@ def array_options(args) -> ArrayOptions:
             args.shard_size = RAY_SHARD_SIZE
         if args.pack_scope is not None and not args.pack:
             raise CommandError("--pack-scope: only with --pack")
+        if args.threads is not None:
+            raise CommandError(
+                "--threads: each Ray worker runs one SentencePiece thread on its one CPU; set "
+                "how many run with --workers"
+            )
     else:
         given = [ARRAY_FLAGS[name][0] for name in RAY_FLAGS if getattr(args, name) is not None]
         if given:
@@ -414,10 +419,8 @@ def _write_on_ray(args, tokenizer, chat, options, progress):
             "--engine ray reads its inputs in chunks on several workers: standard input "
             "('-') cannot be split; save it to a file first"
         )
-    try:
-        from ..engines.ray_engine import write_dataset_ray
-    except ImportError as error:  # noqa: F841 (the module itself needs no Ray to import)
-        raise CommandError(f"--engine ray: {error}") from None
+    from ..engines.ray_engine import write_dataset_ray  # imports Ray only when it runs
+
     try:
         return write_dataset_ray(
             tokenizer,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 
@@ -95,11 +96,7 @@ def launch_on_ray(
         except (KeyboardInterrupt, DatasetError):
             raise
         except Exception as error:  # a worker's failure, wrapped by Ray
-            cause = getattr(error, "cause", None) or error
-            if isinstance(cause, DatasetError):
-                raise DatasetError(str(cause), path=cause.path) from None
-            first = str(cause).splitlines()[0] if str(cause) else ""
-            raise DatasetError(f"a Ray worker failed: {type(cause).__name__}: {first}") from None
+            raise _worker_error(error) from None
 
     def _map(dataset, job: Job, size: int):
         return dataset.map_batches(
@@ -114,6 +111,20 @@ def launch_on_ray(
         )
 
     return launch
+
+
+def _worker_error(error: Exception) -> DatasetError:
+    """A worker's failure as Ray hands it over (wrapped, perhaps only as text when the worker
+    died while starting) as one DatasetError: our own message when there is one."""
+    cause = getattr(error, "cause", None) or error
+    if isinstance(cause, DatasetError):
+        return DatasetError(str(cause), path=cause.path)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(cause))
+    ours = [line.strip() for line in text.splitlines() if "gemma_turns.errors." in line]
+    if ours and ": " in ours[-1]:
+        return DatasetError(f"a Ray worker failed: {ours[-1].split(': ', 1)[1]}")
+    first = text.splitlines()[0] if text else ""
+    return DatasetError(f"a Ray worker failed: {type(cause).__name__}: {first}")
 
 
 def write_dataset_ray(
