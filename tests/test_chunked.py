@@ -148,3 +148,19 @@ def test_rejects_entries_name_file_and_line(tokenizer, inputs, tmp_path):
     write_chunked(tokenizer, inputs, tmp_path / "o", launch=in_process, shard_size=8, chunk_bytes=2000, rejects=tmp_path / "r.jsonl", **OPTIONS)
     entries = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
     assert [(e["file"], e["line"], e["code"]) for e in entries] == [(inputs[1], 13, "invalid_json")]
+
+
+def test_no_rows_still_makes_an_output_and_no_records_is_an_error(tokenizer, tmp_path):
+    from gemma_turns.errors import EmptyInputError
+
+    empty, blank, bad = tmp_path / "e.jsonl", tmp_path / "b.jsonl", tmp_path / "x.jsonl"
+    empty.write_bytes(b"")
+    blank.write_bytes(b"\n\n")
+    bad.write_bytes(b"x\ny\n")
+    written = write_chunked(tokenizer, [bad, empty], tmp_path / "o", launch=in_process, shard_size=8, **OPTIONS)
+    assert written.counts.rejected == {"invalid_json": 2} and written.counts.rows == 0
+    arrays, _ = load_dataset(tmp_path / "o")  # one empty shard, with every key
+    assert arrays["input_ids"].shape == (0, 256) and "segment_source_file" in arrays
+    with pytest.raises(EmptyInputError, match="no records"):
+        write_chunked(tokenizer, [empty, blank], tmp_path / "n", launch=in_process, shard_size=8, **OPTIONS)
+    assert not (tmp_path / "n").exists()

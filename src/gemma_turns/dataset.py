@@ -4,6 +4,11 @@
                 -> rows (one per record, or packed) -> blocks of arrays
                 -> store.ArrayWriter (.npz file or shards) + manifest
 
+Several input files are read one after the other as one stream; each row (segment) keeps
+its source as ``(file index, line)``. :class:`Assembler` is the middle part (records ->
+rows -> blocks), shared with the workers of a distributed run
+(:mod:`gemma_turns.engines.chunks`).
+
 Every input line ends in exactly one place (see :mod:`gemma_turns.records`): a row
 (``encoded`` or ``truncated``), the ``dropped`` count, the ``rejected`` count, or
 ``blank``; dropped and rejected lines go to the rejects file with their reasons.
@@ -328,9 +333,9 @@ class Assembler:
         self.rows.finish()
         while self.rows.ready:
             self._build(self.rows.take(self.block_rows or len(self.rows.ready)))
-        if self.blocks or (empty_file and not self.emitted):
-            if not self.blocks:
-                self._build([])
+        if empty_file and not self.emitted and not self.blocks:
+            self._build([])  # (a sharded output emits it at once)
+        if self.blocks:
             self._flush()
 
     def _build(self, chunk) -> None:

@@ -2,6 +2,8 @@
 
     OUT.npz + OUT.manifest.json            one file (``-o OUT.npz``)
     DIR/shard-00000.npz ... + manifest.json    shards (``-o DIR --shard-size N``)
+    DIR/shard-00000-000.npz ... + manifest.json    shards of a distributed run, named by
+                                               input chunk and part (``--engine ray``)
 
 An ``.npz`` holds the arrays (``input_ids``, ``attention_mask``, ``loss_mask``,
 ``position_ids``, and ``targets``, ``segment_ids``, ``source_line`` or
