@@ -146,6 +146,9 @@ class DyingWorker(RayChunkWorker):
             marker.touch()
             (work / "shard-00003-000.npz").write_bytes(b"PK\x03\x04 half")
             os._exit(1)
+        # which process, and which loaded tokenizer, encoded this chunk
+        note = f"calls-{os.getpid()}-{id(self.worker.tokenizer)}-{int(batch['index'][0])}"
+        (work.parent / note).touch()
         return super().__call__(batch)
 
 
@@ -165,6 +168,10 @@ def test_a_killed_worker_is_replaced_and_nothing_counted_twice(ray_cluster, inpu
         tokenizer, inputs, tmp_path / "ray", chunk_bytes=16 << 10, worker_class=DyingWorker, **options
     )
     assert (tmp_path / "died-once").exists()  # the worker did die
+    calls = [p.name.split("-") for p in tmp_path.glob("calls-*")]
+    assert sorted(int(c[3]) for c in calls) == list(range(written.manifest["engine"]["chunks"]))
+    loaded = {(c[1], c[2]) for c in calls}  # tokenizers loaded: one per worker process
+    assert len(loaded) <= 3 < len(calls)  # two workers and the one that replaced the dead
     assert records(tmp_path / "ray") == records(tmp_path / "local")
     same = ("lines", "encoded", "encoded_tokens", "rejected", "dropped", "sequences", "tokens")
     assert {k: written.counts.as_dict()[k] for k in same} == {k: local.counts.as_dict()[k] for k in same}

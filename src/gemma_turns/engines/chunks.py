@@ -281,7 +281,8 @@ def _unpack_encoded(data: bytes) -> Iterable[tuple[int, Encoding]]:
         lines, lengths = arrays["lines"], arrays["lengths"]
         ids, masks = arrays["ids"], arrays["loss_mask"]
     ends = np.cumsum(lengths)
-    for line, start, end in zip(lines.tolist(), (ends - lengths).tolist(), ends.tolist(), strict=True):
+    starts = ends - lengths
+    for line, start, end in zip(lines.tolist(), starts.tolist(), ends.tolist(), strict=True):
         yield line, Encoding(ids[start:end], masks[start:end])
 
 
@@ -315,8 +316,10 @@ def write_chunked(
     if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
         raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
     if array_options.max_length is None:
-        raise ValueError("a distributed run writes shards: it needs a max_length, so that every "
-                         "shard has the same width")
+        raise ValueError(
+            "a distributed run writes shards: it needs a max_length, so that every shard has "
+            "the same width"
+        )
     if tokenizer.path is None:
         raise ValueError(
             "a distributed run loads the tokenizer on every worker from its file: load it with "

@@ -84,19 +84,22 @@ def launch_on_ray(
         cpus = int(ray.cluster_resources().get("CPU", 1))
         size = max(1, min(workers or cpus, cpus, len(chunks)))
         context = ray.data.DataContext.get_current()
+        before = (context.execution_options.preserve_order, context.enable_progress_bars)
         # global packing takes the results in chunk order; chunk packing any order
         context.execution_options.preserve_order = job.pack_scope == "global"
         context.enable_progress_bars = False  # the command draws its own progress line
-        dataset = ray.data.from_items([chunk.to_row() for chunk in chunks])
-        with warnings.catch_warnings():  # ray_remote_args' spelling changes between versions
-            warnings.simplefilter("ignore", DeprecationWarning)
-            results = _map(dataset, job, size)
         try:
+            dataset = ray.data.from_items([chunk.to_row() for chunk in chunks])
+            with warnings.catch_warnings():  # ray_remote_args' spelling changes with versions
+                warnings.simplefilter("ignore", DeprecationWarning)
+                results = _map(dataset, job, size)
             yield from results.iter_rows()
         except (KeyboardInterrupt, DatasetError):
             raise
         except Exception as error:  # a worker's failure, wrapped by Ray
             raise _worker_error(error) from None
+        finally:  # the caller's Ray Data settings as they were
+            context.execution_options.preserve_order, context.enable_progress_bars = before
 
     def _map(dataset, job: Job, size: int):
         return dataset.map_batches(
