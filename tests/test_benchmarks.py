@@ -26,3 +26,18 @@ def test_run_prints_every_phase(capsys):
     out = capsys.readouterr().out
     for phase in ("floor", "batch API", "one-conversation API", "pad", "pack", "validate", "CLI"):
         assert phase in out
+
+
+def test_ray_engine_benchmark_local_run(tmp_path):
+    """The Ray benchmark's local child run (the Ray runs need a cluster: not here)."""
+    import argparse
+
+    from conftest import FIXTURE_MODEL, SAMPLE
+
+    bench = load("ray_engine")
+    args = argparse.Namespace(
+        child="local", tokenizer=FIXTURE_MODEL, max_length=512, shard_size=8, cpus=1,
+        output=str(tmp_path / "out"), inputs=[str(SAMPLE)], chunk_mib=1,
+    )
+    measured = bench.child(args)
+    assert measured["records"] == 12 and 0 < measured["fill"] <= 1 and measured["seconds"] > 0

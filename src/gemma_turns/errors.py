@@ -167,11 +167,15 @@ class ReservedTokenError(ConversationError):
 class SequenceTooLongError(GemmaTurnsError, ValueError):
     """An encoded sequence is longer than the row it must fit in."""
 
-    def __init__(self, length: int, max_length: int, *, record: int | None = None):
+    def __init__(
+        self, length: int, max_length: int, *, record: int | None = None, path: str | None = None
+    ):
         self.length = length
         self.max_length = max_length
         self.record = record
+        self.path = path  # the input file of the record, when a run reads several
         where = f"record {record}: " if record is not None else ""
+        where = f"{path}: {where}" if path is not None else where
         super().__init__(
             f"{where}sequence of {length} tokens does not fit max_length={max_length}. "
             "Raise max_length, or choose a truncation policy (drop, truncate, drop_oldest_turns)"

@@ -43,11 +43,14 @@ class Line:
     blank: bool = False
 
 
-def read_lines(stream: Iterable[bytes], *, max_record_bytes: int = MAX_RECORD_BYTES) -> Iterator[Line]:
+def read_lines(
+    stream: Iterable[bytes], *, max_record_bytes: int = MAX_RECORD_BYTES, first_line: int = 1
+) -> Iterator[Line]:
     """Parse each line of a binary stream as JSON; a line longer than ``max_record_bytes``
     is rejected (``too_large``) without being held in memory when ``stream`` has
-    ``readline`` (a file)."""
-    for number, raw in enumerate(_raw_lines(stream, max_record_bytes), start=1):
+    ``readline`` (a file). ``first_line``: the number of the stream's first line, when it
+    starts inside a file (a chunk of it)."""
+    for number, raw in enumerate(_raw_lines(stream, max_record_bytes), start=first_line):
         if isinstance(raw, int):
             yield Line(number, error=_too_large(number, raw, max_record_bytes))
             continue

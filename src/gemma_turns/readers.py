@@ -35,7 +35,7 @@ import numpy as np
 from .arrays import ArrayProblem, check_arrays
 from .conventions import LOSS_KEYS, Record, looks_like_mask, read_record
 from .errors import DatasetError
-from .store import manifest_beside, open_stored, read_arrays, source_lookup, unshift
+from .store import manifest_beside, manifest_inputs, open_stored, read_arrays, source_lookup, unshift
 
 __all__ = ["Chunk", "Source", "open_sequences"]
 
@@ -53,6 +53,7 @@ class Chunk:
     attention_mask: object = None
     segment_ids: object = None
     source: Callable[[int, int], int | None] | None = None  # (row, position) -> input line
+    source_file: Callable[[int, int], str | None] | None = None  # (row, position) -> its file
     checks: list[ArrayProblem] = field(default_factory=list)  # rows relative to the chunk
     stored_ids: np.ndarray | None = None  # the rows as stored (shifted rows: the inputs)
 
@@ -154,7 +155,7 @@ def _npz_chunks(path: Path, arrays: dict, first: int, source: Source, shifted_by
     if "input_ids" not in arrays:
         raise DatasetError(f"{path} has no input_ids array (it has {sorted(arrays)})", path=path)
     for key, value in arrays.items():
-        if key != "source_line" and value.dtype.kind not in "iub":
+        if key not in ("source_line", "source_file") and value.dtype.kind not in "iub":
             raise DatasetError(f"{path}: {key} must hold integers, got {value.dtype}", path=path)
     ids = arrays["input_ids"]
     if ids.ndim == 1:
@@ -189,6 +190,8 @@ def _npz_chunks(path: Path, arrays: dict, first: int, source: Source, shifted_by
             )
         ids, loss, attention, segments = unshift(ids, arrays["targets"], loss, attention, segments)
     line_table = arrays.get("segment_source_line" if segments is not None else "source_line")
+    file_table = arrays.get("segment_source_file" if segments is not None else "source_file")
+    names = [entry.get("path") for entry in manifest_inputs(source.manifest or {})]
     raw_attention, raw_segments = arrays.get("attention_mask"), arrays.get("segment_ids")
     for lo in range(0, len(ids), CHUNK_ROWS):
         hi = min(len(ids), lo + CHUNK_ROWS)
@@ -200,6 +203,7 @@ def _npz_chunks(path: Path, arrays: dict, first: int, source: Source, shifted_by
             attention_mask=cut(attention),
             segment_ids=cut(segments),
             source=source_lookup(line_table, segments, lo),
+            source_file=_file_lookup(file_table, segments, lo, names),
             checks=check_arrays(
                 attention_mask=cut(raw_attention),
                 position_ids=cut(positions),
@@ -210,7 +214,8 @@ def _npz_chunks(path: Path, arrays: dict, first: int, source: Source, shifted_by
 
 
 NPZ_KEYS = frozenset(
-    {"input_ids", "attention_mask", "loss_mask", "segment_ids", "targets", "position_ids", "source_line", "segment_source_line"}
+    {"input_ids", "attention_mask", "loss_mask", "segment_ids", "targets", "position_ids", "source_line", "segment_source_line",
+     "source_file", "segment_source_file"}
 )
 
 
@@ -242,6 +247,22 @@ def _convention_rows(path: Path, arrays: dict, first: int, source: Source) -> It
             source.note_record(record)
             records.append(record)
         yield _records_chunk(records, range(first + lo, first + hi))
+
+
+def _file_lookup(table, segments, first_row: int, names: list) -> Callable | None:
+    """``(row, position) -> input file`` from a ``source_file`` table (an index into the
+    manifest's ``inputs``), or None when the arrays have one input."""
+    index = source_lookup(table, segments, first_row)
+    if index is None:
+        return None
+
+    def lookup(row: int, position: int) -> str | None:
+        number = index(row, position)
+        if number is None or not 0 <= number < len(names):
+            return None
+        return names[number] or "<stdin>"
+
+    return lookup
 
 
 def _npy_chunks(path: str) -> Iterator[Chunk]:

@@ -128,15 +128,16 @@ class Counts:
     notes: Counter = field(default_factory=Counter)  # what documented rules dropped, by note
     problems: list = field(default_factory=list, repr=False)  # first SHOWN_PROBLEMS numbers
 
-    def add(self, record: Record, *, mode: str | None = None) -> None:
-        """Count one record (``mode`` is accepted for the old signature and unused)."""
+    def add(self, record: Record, *, mode: str | None = None, file: str | None = None) -> None:
+        """Count one record (``mode`` is accepted for the old signature and unused); ``file``
+        names its input when a run reads several (a problem is then shown as ``FILE:LINE``)."""
         self.lines += 1
         if record.kind == "blank":
             self.blank += 1
             return
         if record.kind == "rejected":
             self.rejected[record.error.code] += 1
-            self._problem(record.number)
+            self._problem(record.number, file)
             return
         self.encoded += 1
         self.encoded_tokens += record.length
@@ -144,16 +145,40 @@ class Counts:
             self.notes.update(record.encoding.notes)
         if record.kind == "dropped":
             self.dropped[record.drop.code] += 1
-            self._problem(record.number)
+            self._problem(record.number, file)
             return
         self.sequences += 1
         if record.kind == "truncated":
             self.truncated += 1
             self.untrained += int(record.untrained)
 
-    def _problem(self, number: int) -> None:
+    def _problem(self, number: int, file: str | None = None) -> None:
         if len(self.problems) < SHOWN_PROBLEMS:
-            self.problems.append(number)
+            self.problems.append(number if file is None else f"{file}:{number}")
+
+    def merge(self, other: Counts) -> None:
+        """Add the counts of another part of the same run (a chunk encoded elsewhere)."""
+        for f in fields(self):
+            if f.name == "problems":
+                room = SHOWN_PROBLEMS - len(self.problems)
+                self.problems.extend(other.problems[: max(room, 0)])
+            else:
+                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Counts:
+        """The counts of :meth:`as_dict` (and ``problems``, when given) back."""
+        counts = cls()
+        for f in fields(cls):
+            if f.name not in data:
+                continue
+            value = data[f.name]
+            if f.name in ("rejected", "dropped", "notes"):
+                value = Counter(value)
+            elif f.name == "problems":
+                value = list(value)
+            setattr(counts, f.name, value)
+        return counts
 
     def add_rows(self, batch: Batch) -> None:
         self.rows += batch.shape[0]

@@ -3,11 +3,13 @@
     OUT.npz + OUT.manifest.json            one file (``-o OUT.npz``)
     DIR/shard-00000.npz ... + manifest.json    shards (``-o DIR --shard-size N``)
     OUT.parquet, DIR/shard-00000.parquet       the same rows as Parquet (:mod:`.store_parquet`)
+    DIR/shard-00000-000.npz ... + manifest.json    shards of a distributed run, named by
+                                               input chunk and part (``--engine ray``)
 
 An ``.npz`` holds the arrays (``input_ids``, ``attention_mask``, ``loss_mask``,
 ``position_ids``, and ``targets``, ``segment_ids``, ``source_line`` or
 ``segment_source_line`` as the options ask). The manifest (JSON) records the format and
-its version, the gemma-turns version, the input's and the tokenizer's sha256, the options
+its version, the gemma-turns version, the inputs' and the tokenizer's sha256, the options
 (``EncodeOptions.as_dict()``, ``ArrayOptions.as_dict()``), the counts, each key's dtype and
 shape, and each array file's name, rows and sha256. It is written last, and read first:
 every file is checked against it (:func:`open_stored`), so arrays of one run never pass
@@ -58,17 +60,20 @@ __all__ = [
     "iter_shards",
     "load_dataset",
     "manifest_beside",
+    "manifest_inputs",
     "open_stored",
     "read_arrays",
     "read_manifest",
     "source_lookup",
     "unshift",
+    "write_npz",
 ]
 
 FORMAT = "gemma-turns/arrays"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-SHARD_NAME = re.compile(r"shard-\d{5}\.(?:npz|parquet)")
+# shard-00000.npz (or .parquet), or shard-CHUNK-PART.npz from a distributed run (one name per input chunk)
+SHARD_NAME = re.compile(r"shard-\d{5,}(?:-\d{3,})?\.(?:npz|parquet)")
 FILE_FORMATS = {".npz": "npz", ".parquet": "parquet"}  # array file suffix -> file format
 
 
@@ -104,21 +109,34 @@ def build_manifest(
     array_options,
     counts,
     files: list[dict],
-    input_path: str | None,
-    input_sha256: str,
+    input_path: str | None = None,
+    input_sha256: str | None = None,
     shard_size: int | None,
     compress: bool,
     rejects: str | os.PathLike | None,
     file_format: str = "npz",
+    inputs: list[dict] | None = None,
+    engine: dict | None = None,
 ) -> dict:
-    """The manifest of a finished run; ``files``: what :meth:`ArrayWriter.write` recorded."""
+    """The manifest of a finished run; ``files``: what :meth:`ArrayWriter.write` recorded.
+
+    ``inputs``: each input's ``{"path", "sha256", "bytes"}`` in the order the arrays'
+    ``source_file`` index counts them (or one input as ``input_path``, ``input_sha256``).
+    The manifest lists them as ``inputs``, and a single one also as ``input``, where
+    readers of the first format version look. ``engine``: how a distributed run was made.
+    """
     from . import __version__  # here, not at import: the package imports this module
 
+    if inputs is None:
+        inputs = [{"path": input_path, "sha256": input_sha256, "bytes": counts.input_bytes}]
+    single = {"input": inputs[0]} if len(inputs) == 1 else {}
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "gemma_turns_version": __version__,
-        "input": {"path": input_path, "sha256": input_sha256, "bytes": counts.input_bytes},
+        **single,
+        "inputs": inputs,
+        **({"engine": engine} if engine is not None else {}),
         "tokenizer": {
             "path": tokenizer.path,
             "sha256": tokenizer.sha256,
@@ -138,6 +156,15 @@ def build_manifest(
         "keys": _merged_keys(files),
         "files": [{name: entry[name] for name in ("name", "rows", "sha256")} for entry in files],
     }
+
+
+def manifest_inputs(manifest: dict) -> list[dict]:
+    """The inputs a manifest lists: ``inputs``, or the one ``input`` of older manifests."""
+    inputs = manifest.get("inputs")
+    if isinstance(inputs, list):
+        return [entry if isinstance(entry, dict) else {} for entry in inputs]
+    single = manifest.get("input")
+    return [single] if isinstance(single, dict) else []
 
 
 def _merged_keys(files: list[dict]) -> dict:
@@ -224,7 +251,7 @@ def load_dataset(path: str | os.PathLike, *, verify: bool = True) -> Dataset:
     arrays = {}
     for key in manifest["keys"]:
         parts = [shard[key] for shard in shards]
-        if key == "segment_source_line":
+        if key.startswith("segment_source_"):
             width = max(part.shape[1] for part in parts)
             parts = [
                 np.pad(part, ((0, 0), (0, width - part.shape[1])), constant_values=-1)
@@ -621,22 +648,48 @@ class ArrayWriter:
         """One .npz (or .parquet) file of the rows of ``blocks``, one after the other."""
         suffix = "parquet" if self.file_format == "parquet" else "npz"
         name = f"shard-{len(self.files):05d}.{suffix}" if self.sharded else self.path.name
-        path = self.work / name
-        if self.file_format == "parquet":
-            from .store_parquet import write_parquet
+        if self.file_format != "parquet":
+            self.files.append(write_npz(self.work / name, blocks, compress=self.compress))
+            return
+        from .store_parquet import write_parquet
 
-            keys = write_parquet(
-                path, blocks, pad_id=self.pad_id, padding=self.padding, compress=self.compress
-            )
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
-        else:
-            with open(path, "wb") as handle:
-                keys = _save_npz(handle, blocks, compress=self.compress)
-                handle.flush()
-                os.fsync(handle.fileno())
+        path = self.work / name
+        keys = write_parquet(path, blocks, pad_id=self.pad_id, padding=self.padding, compress=self.compress)
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
         rows = sum(len(next(iter(block.values()))) for block in blocks)
         self.files.append({"name": name, "rows": rows, "sha256": _sha256(path), "keys": keys})
+
+    def add(self, entries: list[dict]) -> None:
+        """Files that others wrote into :attr:`work` (workers of a distributed run), each
+        ``{"name", "rows", "sha256", "keys"}`` as :func:`write_npz` returns it: checked to
+        be there with their size, listed in the manifest in the order given."""
+        for entry in entries:
+            path = self.work / entry["name"]
+            try:
+                size = path.stat().st_size
+            except OSError:
+                size = None
+            if size != entry.get("bytes"):
+                raise DatasetError(
+                    f"{path} is missing or has {size} bytes, not the {entry.get('bytes')} its "
+                    "worker reported; run again",
+                    path=path,
+                )
+            self.files.append(entry)
+
+    def remove_unlisted(self) -> list[str]:
+        """Remove from :attr:`work` what no listed file is (what killed workers left)."""
+        listed = {entry["name"] for entry in self.files}
+        removed = []
+        for entry in self.work.iterdir():
+            if entry.name not in listed:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+                removed.append(entry.name)
+        return removed
 
     def commit(self, manifest: dict) -> tuple[Path, tuple[Path, ...]]:
         try:
@@ -688,6 +741,31 @@ def _check_manifest_owner(path: Path) -> None:
             "differently",
             path=path,
         )
+
+
+def write_npz(path: Path, blocks: list[dict[str, np.ndarray]], *, compress: bool) -> dict:
+    """One ``.npz`` file of the rows of ``blocks``, written under a hidden name, flushed to
+    disk and renamed into place, so a process killed while writing never leaves a partial
+    file under ``path``'s name. Returns ``{"name", "rows", "sha256", "bytes", "keys"}``."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.writing-{os.getpid()}")
+    try:
+        with open(temporary, "wb") as handle:
+            keys = _save_npz(handle, blocks, compress=compress)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    rows = sum(len(next(iter(block.values()))) for block in blocks)
+    return {
+        "name": path.name,
+        "rows": rows,
+        "sha256": _sha256(path),
+        "bytes": path.stat().st_size,
+        "keys": keys,
+    }
 
 
 def _save_npz(handle, blocks: list[dict[str, np.ndarray]], *, compress: bool) -> dict:

@@ -73,6 +73,55 @@ def add_input_argument(parser) -> None:
     )
 
 
+def add_inputs_argument(parser) -> None:
+    """Several input files: paths, and glob patterns expanded here (a quoted pattern reaches
+    the command unexpanded)."""
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="FILE",
+        help="JSONL files, one conversation a line, or glob patterns ('data/*.jsonl'); '-' "
+        "for stdin (as the only input)",
+    )
+
+
+GLOB_CHARACTERS = frozenset("*?[")
+
+
+def expand_inputs(patterns: list[str]) -> list[str]:
+    """The input files of the command line, in the order given: a pattern (``*``, ``?``,
+    ``[``) that is not itself a file is replaced by the files it matches, sorted. A pattern
+    that matches nothing, ``-`` among several inputs, or a file named twice is a usage
+    error."""
+    import glob
+    import os
+
+    names: list[str] = []
+    for pattern in patterns:
+        if pattern != "-" and GLOB_CHARACTERS & set(pattern) and not os.path.exists(pattern):
+            matches = sorted(m for m in glob.glob(pattern, recursive=True) if not os.path.isdir(m))
+            if not matches:
+                raise CommandError(
+                    f"no file matches {pattern!r}; check the pattern (it is expanded relative to "
+                    f"{os.getcwd()})"
+                )
+            names.extend(matches)
+        else:
+            names.append(pattern)
+    if len(names) > 1 and "-" in names:
+        raise CommandError("'-' (standard input) can only be the one input, not one of several")
+    seen: dict[str, str] = {}
+    for name in names:
+        key = os.path.realpath(name) if name != "-" else name
+        if key in seen:
+            raise CommandError(
+                f"{name} is given twice (also as {seen[key]}, perhaps through a pattern): its "
+                "records would be counted twice; name each input once"
+            )
+        seen[key] = name
+    return names
+
+
 def positive_int(text: str) -> int:
     """An argparse type: a whole number of at least 1."""
     try:

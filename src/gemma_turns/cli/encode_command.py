@@ -23,7 +23,8 @@ from .common import (
     EXIT_INVALID,
     EXIT_OK,
     CommandError,
-    add_input_argument,
+    add_inputs_argument,
+    expand_inputs,
     load_tokenizer,
     non_negative_int,
     open_input,
@@ -44,7 +45,14 @@ ARRAY_FLAGS = {
     "compress": ("--compress", False),
     "file_format": ("--format", None),
     "max_memory": ("--max-memory", MAX_MEMORY_MIB),
+    "engine": ("--engine", "local"),
+    "workers": ("--workers", None),
+    "chunk_mib": ("--chunk-mib", None),
+    "pack_scope": ("--pack-scope", None),
 }
+RAY_FLAGS = ("workers", "chunk_mib", "pack_scope")  # only with --engine ray
+RAY_SHARD_SIZE = 1024  # rows a shard, when --engine ray is not given --shard-size
+CHUNK_MIB = 16  # input MiB a Ray worker takes at a time
 
 
 def register(subparsers) -> None:
@@ -59,7 +67,7 @@ def register(subparsers) -> None:
         "asks is fine), 1 if any was rejected (more than --max-rejects) or too long under "
         "--truncation error, 2 for usage or I/O errors.",
     )
-    add_input_argument(parser)
+    add_inputs_argument(parser)
     parser.add_argument(
         "--tokenizer", required=True, metavar="MODEL", help="SentencePiece tokenizer.model"
     )
@@ -183,6 +191,34 @@ def add_array_options(parser) -> None:
         help=f"refuse, before any work, rows whose block would take more than MIB MiB to build "
         f"(default {MAX_MEMORY_MIB}; see --max-length, --shard-size)",
     )
+    engine = parser.add_argument_group("engine (with -o)")
+    engine.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local (default): this process; ray: Ray Data workers on the cluster this "
+        f"machine reaches (RAY_ADDRESS), or a local one; needs {INSTALL_RAY}; writes a shard "
+        f"directory (--shard-size default {RAY_SHARD_SIZE})",
+    )
+    engine.add_argument(
+        "--workers",
+        type=positive_int,
+        metavar="N",
+        help="ray: worker processes, one CPU each (default: the cluster's CPUs)",
+    )
+    engine.add_argument(
+        "--chunk-mib",
+        type=positive_int,
+        metavar="MIB",
+        help=f"ray: input a worker encodes at a time (default {CHUNK_MIB}); each chunk writes "
+        "its own shards",
+    )
+    engine.add_argument(
+        "--pack-scope",
+        choices=("chunk", "global"),
+        help="ray with --pack: chunk (default) packs each chunk on its worker (a little less "
+        "full); global packs every record in one pass on this machine: the local run's rows",
+    )
     parser.add_argument(
         "--max-rejects",
         type=non_negative_int,
@@ -213,6 +249,25 @@ def encode_options(args, tokenizer) -> EncodeOptions:
 
 
 def array_options(args) -> ArrayOptions:
+    if args.engine == "ray":
+        if args.max_length is None:
+            raise CommandError(
+                "--engine ray writes a directory of shards: it needs --max-length, so that "
+                "every shard has the same width"
+            )
+        if args.shard_size is None:
+            args.shard_size = RAY_SHARD_SIZE
+        if args.pack_scope is not None and not args.pack:
+            raise CommandError("--pack-scope: only with --pack")
+        if args.threads is not None:
+            raise CommandError(
+                "--threads: each Ray worker runs one SentencePiece thread on its one CPU; set "
+                "how many run with --workers"
+            )
+    else:
+        given = [ARRAY_FLAGS[name][0] for name in RAY_FLAGS if getattr(args, name) is not None]
+        if given:
+            raise CommandError(f"{', '.join(given)}: only with --engine ray")
     try:
         options = ArrayOptions(
             max_length=args.max_length,
@@ -245,6 +300,8 @@ def array_options(args) -> ArrayOptions:
 
 
 def run(args) -> int:
+    args.inputs = expand_inputs(args.inputs)
+    _check_inputs(args.inputs)
     if args.output is None:
         given = [
             flag for name, (flag, unset) in ARRAY_FLAGS.items() if getattr(args, name) != unset
@@ -270,27 +327,29 @@ def run_jsonl(args) -> int:
     counts = Counts()
     write = sys.stdout.write
     rejects = _open_rejects(args.rejects)
+    several = len(args.inputs) > 1
     try:
-        with open_input(args.input) as stream:
-            records = encode_lines(
-                tokenizer,
-                read_lines(stream, max_record_bytes=args.max_record_bytes),
-                options,
-                num_threads=args.threads,
-            )
-            for record in records:
-                counts.add(record)
-                if record.kind == "encoded":
-                    write(json.dumps(record.encoding.to_dict()) + "\n")
-                elif record.kind == "rejected":
-                    error = record.error.to_dict()
-                    write(
-                        json.dumps({"line": record.number, "error": error}, ensure_ascii=False)
-                        + "\n"
-                    )
-                    if rejects is not None:
-                        rejects.write(json.dumps(record.report(), ensure_ascii=False) + "\n")
-            sys.stdout.flush()  # a full disk shows here, before the summary
+        for name in args.inputs:
+            # With several inputs, a rejected line and a rejects entry name their file.
+            where = {"file": name} if several else {}
+            with open_input(name) as stream:
+                records = encode_lines(
+                    tokenizer,
+                    read_lines(stream, max_record_bytes=args.max_record_bytes),
+                    options,
+                    num_threads=args.threads,
+                )
+                for record in records:
+                    counts.add(record, file=name if several else None)
+                    if record.kind == "encoded":
+                        write(json.dumps(record.encoding.to_dict()) + "\n")
+                    elif record.kind == "rejected":
+                        error = {**where, "line": record.number, "error": record.error.to_dict()}
+                        write(json.dumps(error, ensure_ascii=False) + "\n")
+                        if rejects is not None:
+                            entry = {**where, **record.report()}
+                            rejects.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        sys.stdout.flush()  # a full disk shows here, before the summary
         if rejects is not None:
             rejects.commit()
     except BaseException:
@@ -319,46 +378,48 @@ def run_arrays(args) -> int:
             check_dialect(tokenizer)
         except ValueError as error:
             raise CommandError(_flags(str(error))) from None
-    with open_input(args.input) as stream:
-        progress = (
-            ProgressBar(sys.stderr, total_bytes=_file_size(stream))
-            if _is_terminal(sys.stderr)
-            else None
-        )
-        try:
+    progress = (
+        ProgressBar(sys.stderr, total_bytes=_total_size(args.inputs))
+        if _is_terminal(sys.stderr)
+        else None
+    )
+    try:
+        if args.engine == "ray":
+            written = _write_on_ray(args, tokenizer, chat, options, progress)
+        else:
             written = write_dataset(
                 tokenizer,
-                stream,
+                None,
                 args.output,
                 encode_options=chat,
                 array_options=options,
                 shard_size=args.shard_size,
                 rejects=args.rejects,
                 compress=args.compress,
-                input_path=None if args.input == "-" else args.input,
+                inputs=args.inputs,
                 num_threads=args.threads,
                 on_progress=progress,
                 max_record_bytes=args.max_record_bytes,
                 file_format=args.file_format,
             )
-        except SequenceTooLongError as error:
-            return _too_long(args, error)
-        except EmptyInputError as error:
-            print(f"gemma-turns encode: {error}; nothing written", file=sys.stderr)
-            return EXIT_INVALID
-        except DatasetError as error:
-            raise CommandError(f"{error}; nothing written") from None
-        except OSError as error:
-            where = error.filename or f"{args.input} -> {args.output}"
-            raise CommandError(
-                f"I/O error ({where}): {error.strerror or error}; nothing written"
-            ) from None
-        except KeyboardInterrupt:
-            print("\ngemma-turns encode: interrupted; nothing written", file=sys.stderr)
-            return EXIT_INTERRUPTED
-        finally:
-            if progress is not None:
-                progress.close()
+    except SequenceTooLongError as error:
+        return _too_long(args, error)
+    except EmptyInputError as error:
+        print(f"gemma-turns encode: {error}; nothing written", file=sys.stderr)
+        return EXIT_INVALID
+    except DatasetError as error:
+        raise CommandError(f"{error}; nothing written") from None
+    except OSError as error:
+        where = error.filename or f"{', '.join(args.inputs)} -> {args.output}"
+        raise CommandError(
+            f"I/O error ({where}): {error.strerror or error}; nothing written"
+        ) from None
+    except KeyboardInterrupt:
+        print("\ngemma-turns encode: interrupted; nothing written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        if progress is not None:
+            progress.close()
     counts = written.counts
     print(f"gemma-turns encode: {counts.summary()}", file=sys.stderr)
     _where(counts, args)
@@ -395,6 +456,40 @@ def _exit_code(counts: Counts, args) -> int:
             file=sys.stderr,
         )
     return EXIT_INVALID
+
+
+INSTALL_RAY = "pip install 'gemma-turns[ray]'"
+
+
+def _write_on_ray(args, tokenizer, chat, options, progress):
+    """The run on Ray Data (imported only here: the local engine never loads Ray)."""
+    if "-" in args.inputs:
+        raise CommandError(
+            "--engine ray reads its inputs in chunks on several workers: standard input "
+            "('-') cannot be split; save it to a file first"
+        )
+    from ..engines.ray_engine import write_dataset_ray  # imports Ray only when it runs
+
+    try:
+        return write_dataset_ray(
+            tokenizer,
+            args.inputs,
+            args.output,
+            encode_options=chat,
+            array_options=options,
+            shard_size=args.shard_size,
+            rejects=args.rejects,
+            compress=args.compress,
+            chunk_bytes=(args.chunk_mib or CHUNK_MIB) << 20,
+            pack_scope=args.pack_scope or "chunk",
+            workers=args.workers,
+            on_result=progress,
+            max_record_bytes=args.max_record_bytes,
+        )
+    except ValueError as error:
+        if isinstance(error, (DatasetError, SequenceTooLongError)):
+            raise
+        raise CommandError(_flags(str(error))) from None
 
 
 def _where(counts: Counts, args) -> None:
@@ -434,7 +529,7 @@ def _check_file_format(args) -> None:
 def _check_paths(args) -> None:
     try:
         check_paths(
-            inputs=[args.input],
+            inputs=args.inputs,
             output=args.output,
             sharded=args.shard_size is not None,
             rejects=args.rejects,
@@ -446,8 +541,9 @@ def _check_paths(args) -> None:
 def _too_long(args, error: SequenceTooLongError) -> int:
     ways = "drop, drop_oldest_turns" if args.mode == "inference" else "drop, truncate"
     plus = " (+1 with --shift)" if args.shift else ""
+    where = f"{error.path} line" if error.path is not None else "line"
     print(
-        f"gemma-turns encode: line {error.record}: {error.length} ids do not fit a row of "
+        f"gemma-turns encode: {where} {error.record}: {error.length} ids do not fit a row of "
         f"--max-length {args.max_length}{plus}. Raise --max-length, or pass --truncation "
         f"{{{ways}}} (with --rejects FILE to list what is dropped); nothing written",
         file=sys.stderr,
@@ -499,12 +595,30 @@ def _open_rejects(path: str | None) -> AtomicText | None:
         raise CommandError(str(error)) from None
 
 
-def _file_size(stream) -> int | None:
-    try:
-        info = os.fstat(stream.fileno())
-    except (OSError, AttributeError, ValueError):
-        return None
-    return info.st_size if stat.S_ISREG(info.st_mode) else None
+def _check_inputs(names: list[str]) -> None:
+    """Every input can be read, before any work (a missing file is a usage error)."""
+    for name in names:
+        if name == "-":
+            continue
+        if os.path.isdir(name):
+            raise CommandError(f"{name} is a directory; name its JSONL files (or 'DIR/*.jsonl')")
+        if not os.access(name, os.R_OK):
+            reason = "no such file" if not os.path.exists(name) else "permission denied"
+            raise CommandError(f"cannot read {name!r}: {reason}")
+
+
+def _total_size(names: list[str]) -> int | None:
+    """The bytes of all the inputs, for the progress line; None when one is no regular file."""
+    total = 0
+    for name in names:
+        try:
+            info = os.stat(name) if name != "-" else os.fstat(sys.stdin.fileno())
+        except (OSError, AttributeError, ValueError):
+            return None
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        total += info.st_size
+    return total
 
 
 def _is_terminal(stream) -> bool:

@@ -205,8 +205,11 @@ def run(args) -> int:
                 for finding in shown:
                     row = finding.sequence
                     line = chunk.source(row, finding.position) if chunk.source else None
+                    origin = (
+                        chunk.source_file(row, finding.position) if chunk.source_file else None
+                    )
                     finding = replace(finding, sequence=int(chunk.indices[row]))
-                    out.write(_render(path, finding, line, as_json=args.json))
+                    out.write(_render(path, finding, line, as_json=args.json, origin=origin))
                 listed += len(shown)
                 file_counts.update(report.counts)
                 file_counts.update(finding.rule for finding in stored)
@@ -326,14 +329,19 @@ def _validate_chunk(chunk: Chunk, tokenizer, options: dict, args, remaining):
         raise InputError(f"sequences {chunk.indices[0]}..{chunk.indices[-1]}: {error}") from None
 
 
-def _render(path: str, finding, line, *, as_json: bool) -> str:
+def _render(path: str, finding, line, *, as_json: bool, origin: str | None = None) -> str:
+    """One finding; ``line`` and ``origin`` (its input file, when the arrays were made from
+    several) say where its sequence came from."""
     if as_json:
         record = {"file": path, **finding.to_dict()}
+        if origin is not None:
+            record["source_file"] = origin
         if line is not None:
             record["source_line"] = line
         return json.dumps(record, ensure_ascii=False) + "\n"
     token = "end of sequence" if finding.token_id is None else f"id {finding.token_id}"
-    origin = f" (source line {line})" if line is not None else ""
+    where = f"{origin} line" if origin is not None else "line"
+    origin = f" (source {where} {line})" if line is not None else ""
     text = (
         f"{path}: sequence {finding.sequence}{origin}, position {finding.position} ({token}): "
         f"{finding.rule}: {finding.message}\n"
