@@ -360,6 +360,30 @@ def test_sharded_output_matches_the_single_file(fixture_tokenizer, tmp_path):
     ) + [manifest["files"][-1]["rows"]]
 
 
+@pytest.mark.parametrize("block_rows", [1, 2, 256])
+def test_a_shard_is_built_in_blocks_and_holds_exactly_shard_size_rows(
+    fixture_tokenizer, tmp_path, monkeypatch, block_rows
+):
+    """Shards are built BLOCK_ROWS rows at a time (never a whole shard of ragged rows at
+    once): blocks smaller than, dividing or not dividing the shard give the same shards."""
+    import gemma_turns.dataset as dataset
+
+    options = ArrayOptions(max_length=128, pack=True, shift=True)
+    write(fixture_tokenizer, tmp_path, SAMPLE, array_options=options)
+    monkeypatch.setattr(dataset, "BLOCK_ROWS", block_rows)
+    built = []
+    to_arrays = dataset._to_arrays
+    monkeypatch.setattr(dataset, "_to_arrays", lambda chunk, *a: built.append(len(chunk)) or to_arrays(chunk, *a))
+    write(fixture_tokenizer, tmp_path, SAMPLE, name="shards", array_options=options, shard_size=3)
+    assert max(built) == min(block_rows, 3)
+    single, _ = load_dataset(tmp_path / "out.npz")
+    sharded, manifest = load_dataset(tmp_path / "shards")
+    for key in single:
+        assert np.array_equal(single[key], sharded[key]), key
+    rows = [entry["rows"] for entry in manifest["files"]]
+    assert rows[:-1] == [3] * (len(rows) - 1) and 0 < rows[-1] <= 3
+
+
 def test_a_single_file_written_in_blocks_is_what_np_savez_writes(
     fixture_tokenizer, tmp_path, monkeypatch
 ):

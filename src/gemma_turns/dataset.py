@@ -279,6 +279,7 @@ class Assembler:
         self.counts = Counts()
         self.rows = _Rows(array_options)
         self.blocks: list[dict[str, np.ndarray]] = []
+        self.pending = 0  # rows in ``blocks``, not yet emitted
         self.emitted = 0
 
     def feed(
@@ -324,15 +325,23 @@ class Assembler:
         of rows are built. ``feed`` places what it encodes; a driver that packs what its
         workers encoded places theirs."""
         self.rows.add(source, encoding)
-        while self.block_rows is not None and len(self.rows.ready) >= self.block_rows:
-            self._build(self.rows.take(self.block_rows))
+        while (size := self._next_block()) is not None and len(self.rows.ready) >= size:
+            self._build(self.rows.take(size))
+
+    def _next_block(self) -> int | None:
+        """How many rows to build next: ``block_rows``, but a shard is built in blocks of
+        at most BLOCK_ROWS, so its rows never wait all at once, ragged and then padded (a
+        shard of 4,096 rows of 8,192 peaked at 2.2x its size that way)."""
+        if self.block_rows is None or not self.sharded:
+            return self.block_rows
+        return min(BLOCK_ROWS, self.block_rows - self.pending)
 
     def finish(self, *, empty_file: bool = True) -> None:
         """Close the open rows and emit the rest; with ``empty_file``, an output that got no
         rows still gets one (empty) file."""
         self.rows.finish()
         while self.rows.ready:
-            self._build(self.rows.take(self.block_rows or len(self.rows.ready)))
+            self._build(self.rows.take(self._next_block() or len(self.rows.ready)))
         if empty_file and not self.emitted and not self.blocks:
             self._build([])  # (a sharded output emits it at once)
         if self.blocks:
@@ -346,13 +355,15 @@ class Assembler:
         if self.tag_files:
             block[_file_key(options)] = files
         self.blocks.append(block)
-        if self.sharded:
+        self.pending += len(chunk)
+        if self.sharded and (self.pending == self.block_rows or not chunk):
             self._flush()
 
     def _flush(self) -> None:
         self.emit(self.blocks)
         self.emitted += 1
         self.blocks = []
+        self.pending = 0
 
 
 def write_dataset(
