@@ -102,7 +102,9 @@ def build_manifest(
         "input": {"path": input_path, "sha256": input_sha256, "bytes": counts.input_bytes},
         "tokenizer": {
             "path": tokenizer.path,
-            "sha256": tokenizer.sha256,
+            "sha256": tokenizer.sha256,  # of the file at path
+            "kind": tokenizer.kind,  # "sentencepiece", "tokenizer.json" or "gguf"
+            "model_sha256": tokenizer.model_sha256,  # of the model the ids come from
             "vocab_size": tokenizer.vocab_size,
             "dialect": tokenizer.dialect.name,
             "specials": tokenizer.specials.as_dict(),
