@@ -10,6 +10,7 @@ the real Gemma 3 / Gemma 4 tokenizers when GEMMA_TOKENIZER / GEMMA4_TOKENIZER na
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -19,7 +20,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import sentencepiece as spm
 
 from conftest import FIXTURE4_MODEL, FIXTURE_MODEL, SAMPLE, SAMPLE4
 from gemma_turns import GemmaTokenizer
@@ -43,23 +43,17 @@ def write_gguf(model_path, out_path) -> Path:
     look special become CONTROL, the others USER_DEFINED with "▁" written as a space, score
     -1000), tokenizer model "llama", no space prefix."""
     gguf = pytest.importorskip("gguf")
-    sp = spm.SentencePieceProcessor(model_file=os.fspath(model_path))
-    tokens, scores, types = [], [], []
-    for i in range(sp.get_piece_size()):
-        piece = sp.id_to_piece(i)
-        kind = gguf.TokenType.NORMAL
-        if sp.is_unknown(i):
-            kind = gguf.TokenType.UNKNOWN
-        elif sp.is_control(i):
-            kind = gguf.TokenType.CONTROL
-        elif sp.is_unused(i):
-            kind = gguf.TokenType.UNUSED
-        elif sp.is_byte(i):
-            kind = gguf.TokenType.BYTE
-        tokens.append(piece.encode())
-        scores.append(sp.get_score(i))
-        types.append(kind)
-    for i, (special, piece) in added_tokens_decoder(model_path).items():
+    pb = pytest.importorskip("sentencepiece.sentencepiece_model_pb2")  # needs protobuf
+    proto = pb.ModelProto()
+    proto.ParseFromString(Path(model_path).read_bytes())
+    # What SentencePieceProcessor's IsUnknown/IsControl/IsUnused/IsByte tell the converter:
+    # a user-defined piece (4) is none of them, so NORMAL.
+    as_seen = {1: gguf.TokenType.NORMAL, 2: gguf.TokenType.UNKNOWN, 3: gguf.TokenType.CONTROL,
+               4: gguf.TokenType.NORMAL, 5: gguf.TokenType.UNUSED, 6: gguf.TokenType.BYTE}
+    tokens = [p.piece.encode() for p in proto.pieces]
+    scores = [p.score for p in proto.pieces]
+    types = [as_seen[p.type] for p in proto.pieces]
+    for i, (special, piece) in added_tokens_decoder(proto).items():
         if special or piece in LOOK_SPECIAL or piece.startswith("<unused") or (
             piece.startswith("<|") and piece.endswith("|>")
         ):
@@ -69,16 +63,17 @@ def write_gguf(model_path, out_path) -> Path:
             types[i] = gguf.TokenType.USER_DEFINED
         scores[i] = -1000.0
         tokens[i] = piece.encode()
+    ids = {p.piece: i for i, p in enumerate(proto.pieces) if p.type in (2, 3)}
     writer = gguf.GGUFWriter(os.fspath(out_path), "gemma3")
     writer.add_tokenizer_model("llama")
     writer.add_tokenizer_pre("default")
     writer.add_token_list(tokens)
     writer.add_token_scores(scores)
     writer.add_token_types(types)
-    writer.add_bos_token_id(sp.piece_to_id("<bos>"))
-    writer.add_eos_token_id(sp.piece_to_id("<eos>"))
-    writer.add_unk_token_id(sp.piece_to_id("<unk>"))
-    writer.add_pad_token_id(sp.piece_to_id("<pad>"))
+    writer.add_bos_token_id(ids["<bos>"])
+    writer.add_eos_token_id(ids["<eos>"])
+    writer.add_unk_token_id(ids["<unk>"])
+    writer.add_pad_token_id(ids["<pad>"])
     writer.add_add_bos_token(True)
     writer.add_add_space_prefix(False)
     writer.write_header_to_file()
@@ -87,12 +82,9 @@ def write_gguf(model_path, out_path) -> Path:
     return Path(out_path)
 
 
-def added_tokens_decoder(model_path) -> dict[int, tuple[bool, str]]:
+def added_tokens_decoder(proto) -> dict[int, tuple[bool, str]]:
     """What a Gemma checkpoint's tokenizer_config.json lists: every reserved piece (CONTROL,
     UNKNOWN, USER_DEFINED) by id, with its "special" flag."""
-    pb = pytest.importorskip("sentencepiece.sentencepiece_model_pb2")  # needs protobuf
-    proto = pb.ModelProto()
-    proto.ParseFromString(Path(model_path).read_bytes())
     return {
         i: (p.type in (2, 3) or p.piece in SPECIAL_MARKERS or p.piece.startswith("<|") or p.piece.endswith("|>"), p.piece)
         for i, p in enumerate(proto.pieces)
@@ -134,24 +126,45 @@ HAND_TEXTS = [
 ]
 
 
+TYPE_CHECKS = ("is_control", "is_unknown", "is_byte", "is_unused")
+
+
+@functools.lru_cache(maxsize=4)
+def reference(original_path) -> dict:
+    """What the ``tokenizer.model`` gives, computed once per model (a whole-vocabulary sweep
+    of a real tokenizer takes seconds)."""
+    original = GemmaTokenizer.load(original_path)
+    a = original.processor
+    every = list(range(a.get_piece_size()))
+    pieces = a.decode([[i] for i in every])
+    texts = HAND_TEXTS + corpus_texts()
+    return {
+        "tokenizer": original,
+        "pieces": a.id_to_piece(every),
+        "types": {check: [getattr(a, check)(i) for i in every] for check in TYPE_CHECKS},
+        "piece_texts": pieces,
+        "piece_ids": a.encode(pieces),
+        "texts": texts,
+        "text_ids": a.encode(texts),
+    }
+
+
 def assert_same_ids(original_path, loaded: GemmaTokenizer, conversations) -> dict:
     """Pieces, types, every piece's text, texts and conversations encode alike; the counts."""
-    original = GemmaTokenizer.load(original_path)
-    a, b = original.processor, loaded.processor
-    size = a.get_piece_size()
-    assert b.get_piece_size() == size
-    assert b.id_to_piece(list(range(size))) == a.id_to_piece(list(range(size)))
-    for check in ("is_control", "is_unknown", "is_byte", "is_unused"):
-        assert [getattr(b, check)(i) for i in range(size)] == [getattr(a, check)(i) for i in range(size)], check
-    pieces = a.decode([[i] for i in range(size)])
-    assert b.encode(pieces) == a.encode(pieces)  # user-defined pieces stay whole, normal ones merge alike
-    texts = HAND_TEXTS + corpus_texts()
-    assert b.encode(texts) == a.encode(texts)
+    expected = reference(os.fspath(original_path))
+    original, b = expected["tokenizer"], loaded.processor
+    every = list(range(b.get_piece_size()))
+    assert b.id_to_piece(every) == expected["pieces"]
+    for check in TYPE_CHECKS:
+        assert [getattr(b, check)(i) for i in every] == expected["types"][check], check
+    # user-defined pieces stay whole, normal ones merge alike
+    assert b.encode(expected["piece_texts"]) == expected["piece_ids"]
+    assert b.encode(expected["texts"]) == expected["text_ids"]
     assert loaded.specials == original.specials and loaded.dialect == original.dialect
     assert loaded.reserved_ids == original.reserved_ids
     for conversation in conversations:
         assert_same_chat(original, loaded, conversation)
-    return {"pieces": size, "texts": len(texts), "conversations": len(conversations)}
+    return {"pieces": len(every), "texts": len(expected["texts"]), "conversations": len(conversations)}
 
 
 def assert_same_chat(original, loaded, conversation) -> None:
@@ -337,6 +350,20 @@ def test_tokenizer_json_that_cannot_be_rebuilt_exactly_is_refused(fixture_json, 
         GemmaTokenizer.load(path)
 
 
+def test_tokenizer_json_token_added_beyond_the_model_never_matches_text(fixture_json, tmp_path):
+    """Gemma 3's tokenizer.json adds <image_soft_token> after the SentencePiece vocabulary:
+    it gets its id, and text that spells it still encodes as the tokenizer.model encodes it."""
+    size = len(fixture_json["model"]["vocab"])
+    extra = {"id": size, "content": "<image_soft_token>", "single_word": False, "lstrip": False,
+             "rstrip": False, "normalized": False, "special": True}
+    path = edited(fixture_json, tmp_path / "tokenizer.json", lambda t: t["added_tokens"].append(extra))
+    loaded, original = GemmaTokenizer.load(path), GemmaTokenizer.load(FIXTURE_MODEL)
+    assert loaded.vocab_size == size + 1 and loaded.processor.piece_to_id("<image_soft_token>") == size
+    text = "see <image_soft_token> here"
+    assert loaded.processor.encode(text) == original.processor.encode(text)
+    assert size not in loaded.processor.encode(text)
+
+
 def test_invalid_json_is_a_tokenizer_error(tmp_path):
     path = tmp_path / "tokenizer.json"
     path.write_text("{ not json")
@@ -406,3 +433,18 @@ def test_the_readme_gguf_example_runs(tmp_path):
         [{"role": "user", "content": "Who are you?"}], mode="inference"
     )
     assert namespace["ids"].tolist() == expected.ids.tolist()
+
+
+def test_gguf_without_unk_names_the_file(tmp_path):
+    gguf = pytest.importorskip("gguf")
+    path = tmp_path / "tiny.gguf"
+    writer = gguf.GGUFWriter(os.fspath(path), "gemma3")
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list([b"<pad>", b"<eos>", b"<bos>", b"a"])
+    writer.add_token_scores([0.0, 0.0, 0.0, -1.0])
+    writer.add_token_types([3, 3, 3, 1])
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+    with pytest.raises(TokenizerError, match=r"tiny\.gguf has no <unk> piece"):
+        GemmaTokenizer.load(path)

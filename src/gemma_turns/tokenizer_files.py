@@ -147,7 +147,7 @@ def _piece(text: str, score: float, kind: int) -> bytes:
     return b"\x0a" + _varint(len(body)) + body
 
 
-def model_proto(pieces: list[tuple[str, float, int]]) -> bytes:
+def model_proto(pieces: list[tuple[str, float, int]], *, path: str | None = None) -> bytes:
     """A Gemma SentencePiece ``ModelProto`` of ``pieces`` (text, score, type), one per id.
 
     The trainer and normalizer specs are those of the Gemma models (BPE, byte fallback, the
@@ -162,7 +162,11 @@ def model_proto(pieces: list[tuple[str, float, int]]) -> bytes:
         elif kind == CONTROL and text in CONTROL_PIECES:
             ids[CONTROL_PIECES[text]] = index
     if ids["unk"] < 0:
-        raise TokenizerError(f"the vocabulary has no {UNK_PIECE} piece, which SentencePiece needs")
+        raise TokenizerError(
+            f"the vocabulary of {path or 'the tokenizer'} has no {UNK_PIECE} piece, which "
+            "SentencePiece needs: is it a Gemma tokenizer?",
+            path=path,
+        )
     trainer = b"".join(
         [
             _int_field(3, 2),  # model_type: BPE
@@ -226,7 +230,8 @@ def model_from_tokenizer_json(data: bytes, *, path: str | None = None) -> bytes:
     ``tokenizer.model`` (BPE with byte fallback, spaces replaced by ``▁``).
 
     Ids and pieces come from ``model.vocab`` and ``added_tokens``; an added token is a
-    reserved piece (CONTROL for pad/eos/bos, else USER_DEFINED, as in Gemma's models),
+    reserved piece (CONTROL for pad/eos/bos, else USER_DEFINED, as in Gemma's models; one
+    added beyond the vocabulary is CONTROL, so no text becomes it),
     ``<0xXX>`` pieces are BYTE, the model's unk token is UNKNOWN, the rest NORMAL. The
     file has no scores: SentencePiece merges by score, and Gemma's normal pieces score in
     id order (the first highest), which the file's merges must confirm; the rebuilt model
@@ -253,9 +258,13 @@ def model_from_tokenizer_json(data: bytes, *, path: str | None = None) -> bytes:
         if not isinstance(token_id, int) or token_id in pieces:
             raise TokenizerError(f"{where}: vocabulary id {token_id!r} of {text!r} is not a unique integer", path=path)
         pieces[token_id] = text
-    reserved = set()
+    reserved, beyond = set(), set()
     for token in tree.get("added_tokens") or []:
+        if not isinstance(token, dict):
+            raise TokenizerError(f"{where}: an added token is {json_brief(token)}, not an object", path=path)
         token_id, text = token.get("id"), token.get("content")
+        if token_id not in pieces:
+            beyond.add(token_id)
         if pieces.setdefault(token_id, text) != text:
             raise TokenizerError(
                 f"{where}: added token {text!r} has id {token_id}, which the vocabulary gives to "
@@ -273,6 +282,10 @@ def model_from_tokenizer_json(data: bytes, *, path: str | None = None) -> bytes:
         text = pieces[token_id]
         if text == unk:
             kind = UNKNOWN
+        elif token_id in beyond:
+            # Added after the SentencePiece model (Gemma 3's <image_soft_token>): the model
+            # it came from has no such piece, so this one must never match text either.
+            kind = CONTROL
         elif token_id in reserved:
             kind = _restored_type(text, CONTROL)
         elif text in BYTE_PIECES:
@@ -284,7 +297,7 @@ def model_from_tokenizer_json(data: bytes, *, path: str | None = None) -> bytes:
             score, rank = float(-rank), rank + 1
         rows.append((text, score, kind))
     _check_merge_order(model.get("merges") or [], rows, where, path)
-    return model_proto(rows)
+    return model_proto(rows, path=path)
 
 
 def _require_gemma_json(tree: dict, model: dict, where: str, path: str | None) -> None:
@@ -506,4 +519,4 @@ def model_from_gguf(fields: dict, *, path: str | None = None) -> bytes:
         if kind == USER_DEFINED:
             text = text.replace(" ", SPACE)
         rows.append((text, score, kind))
-    return model_proto(rows)
+    return model_proto(rows, path=path)
