@@ -342,6 +342,7 @@ def edited(tree: dict, path, edit) -> bytes:
         (lambda t: t.update(pre_tokenizer={"type": "ByteLevel"}), "pre-tokenizer"),
         (lambda t: t["model"]["merges"].reverse(), "merges rank"),
         (lambda t: t["added_tokens"].append({"id": 20, "content": "<nope>"}), "renamed pieces"),
+        (lambda t: t.update(added_tokens=[a for a in t["added_tokens"] if a["special"]]), "reserved pieces as added"),
     ],
 )
 def test_tokenizer_json_that_cannot_be_rebuilt_exactly_is_refused(fixture_json, tmp_path, edit, message):

@@ -272,6 +272,17 @@ def model_from_tokenizer_json(data: bytes, *, path: str | None = None) -> bytes:
                 path=path,
             )
         reserved.add(token_id)
+    newline = model["vocab"].get("\n")
+    if newline is not None and newline not in reserved:
+        # Gemma's reserved pieces ("\n", space and tab runs, markers) are USER_DEFINED:
+        # transformers lists them all as added tokens. A file that does not has lost which
+        # pieces SentencePiece matches whole, and typing them NORMAL would change ids.
+        raise TokenizerError(
+            f"{where} does not list Gemma's reserved pieces as added tokens (\"\\n\", id "
+            f"{newline}, is not one), so which pieces SentencePiece matches whole is lost: pass "
+            "the checkpoint's tokenizer.model instead",
+            path=path,
+        )
     size = len(pieces)
     if sorted(pieces) != list(range(size)):
         raise TokenizerError(f"{where}: token ids are not 0..{size - 1} without gaps", path=path)
