@@ -30,7 +30,14 @@ from dataclasses import dataclass
 
 from .errors import TokenizerError
 
-__all__ = ["TokenizerSource", "model_proto", "read_tokenizer"]
+__all__ = [
+    "TokenizerSource",
+    "model_from_gguf",
+    "model_from_tokenizer_json",
+    "model_proto",
+    "read_gguf_metadata",
+    "read_tokenizer",
+]
 
 GGUF_MAGIC = b"GGUF"
 CHECKPOINT_FILES = ("tokenizer.model", "tokenizer.json")
@@ -261,7 +268,7 @@ def model_from_tokenizer_json(data: bytes, *, path: str | None = None) -> bytes:
     reserved, beyond = set(), set()
     for token in tree.get("added_tokens") or []:
         if not isinstance(token, dict):
-            raise TokenizerError(f"{where}: an added token is {json_brief(token)}, not an object", path=path)
+            raise TokenizerError(f"{where}: an added token is {_json_brief(token)}, not an object", path=path)
         token_id, text = token.get("id"), token.get("content")
         if token_id not in pieces:
             beyond.add(token_id)
@@ -323,10 +330,10 @@ def _require_gemma_json(tree: dict, model: dict, where: str, path: str | None) -
     if not model.get("byte_fallback"):
         problems.append("no byte fallback")
     if not replaces_space:
-        problems.append(f"normalizer {json_brief(normalizer)} (Gemma's replaces ' ' with '▁' and nothing else)")
+        problems.append(f"normalizer {_json_brief(normalizer)} (Gemma's replaces ' ' with '▁' and nothing else)")
     pre = tree.get("pre_tokenizer")
     if pre is not None and not (isinstance(pre, dict) and pre.get("type") == "Split" and pre.get("pattern") == {"String": " "}):
-        problems.append(f"pre-tokenizer {json_brief(pre)} (Gemma's splits on ' ' only)")
+        problems.append(f"pre-tokenizer {_json_brief(pre)} (Gemma's splits on ' ' only)")
     if problems:
         raise TokenizerError(
             f"{where} is not a Gemma SentencePiece-style tokenizer: {'; '.join(problems)}; "
@@ -335,7 +342,7 @@ def _require_gemma_json(tree: dict, model: dict, where: str, path: str | None) -
         )
 
 
-def json_brief(value) -> str:
+def _json_brief(value) -> str:
     import json
 
     text = json.dumps(value, ensure_ascii=False)
