@@ -36,7 +36,7 @@ SPECIAL_MARKERS = {"<start_of_turn>", "<end_of_turn>", "<start_of_image>", "<end
 # -- makers: the files as the tools in the wild write them -------------------------------------
 
 
-def write_gguf(model_path, out_path) -> Path:
+def write_gguf(model_path, out_path, *, with_config: bool = True) -> Path:
     """A vocabulary-only GGUF of ``model_path`` as convert_hf_to_gguf.py writes Gemma's:
     _create_vocab_sentencepiece (SentencePiece types, user-defined pieces left NORMAL), then
     the checkpoint's added_tokens_decoder (every reserved piece; special ones and those that
@@ -53,7 +53,7 @@ def write_gguf(model_path, out_path) -> Path:
     tokens = [p.piece.encode() for p in proto.pieces]
     scores = [p.score for p in proto.pieces]
     types = [as_seen[p.type] for p in proto.pieces]
-    for i, (special, piece) in added_tokens_decoder(proto).items():
+    for i, (special, piece) in (added_tokens_decoder(proto) if with_config else {}).items():
         if special or piece in LOOK_SPECIAL or piece.startswith("<unused") or (
             piece.startswith("<|") and piece.endswith("|>")
         ):
@@ -448,4 +448,12 @@ def test_gguf_without_unk_names_the_file(tmp_path):
     writer.write_kv_data_to_file()
     writer.close()
     with pytest.raises(TokenizerError, match=r"tiny\.gguf has no <unk> piece"):
+        GemmaTokenizer.load(path)
+
+
+def test_gguf_that_lost_the_reserved_pieces_is_refused(tmp_path):
+    """Converted without the checkpoint's tokenizer_config.json, "\\n", the space runs and
+    the markers are NORMAL pieces: SentencePiece would merge them instead of matching them."""
+    path = write_gguf(FIXTURE_MODEL, tmp_path / "vocab.gguf", with_config=False)
+    with pytest.raises(TokenizerError, match=r'token 16 \("\\n"\) is typed NORMAL'):
         GemmaTokenizer.load(path)

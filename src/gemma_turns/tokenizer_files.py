@@ -533,6 +533,16 @@ def model_from_gguf(fields: dict, *, path: str | None = None) -> bytes:
                 "llama.cpp's 1..6",
                 path=path,
             )
+        if text == "\n" and kind == NORMAL:
+            # Gemma's "\n" is USER_DEFINED, as are its other reserved pieces; the converter
+            # types them from the checkpoint's tokenizer_config.json. Without it they are
+            # NORMAL, and which pieces SentencePiece matches whole is lost.
+            raise TokenizerError(
+                f"{where}: token {token_id} (\"\\n\") is typed NORMAL, so the file does not say "
+                "which pieces are reserved (its converter had no tokenizer_config.json?): pass "
+                "the checkpoint's tokenizer.model instead",
+                path=path,
+            )
         kind = _restored_type(text, kind)
         if kind == USER_DEFINED:
             text = text.replace(" ", SPACE)
