@@ -96,10 +96,10 @@ class Encoding:
 class GemmaTokenizer:
     """A Gemma SentencePiece model with its chat format (:attr:`dialect`) and ids resolved.
 
-    Load it with :meth:`load` (a ``tokenizer.model`` path) or :meth:`from_bytes`. Every
-    special id comes from the model: see :attr:`specials`. The dialect is found from the
-    model's pieces; pass ``dialect=`` (a name or a :class:`~gemma_turns.chat_format.Dialect`)
-    for a model whose pieces fit several.
+    Load it with :meth:`load` (a ``tokenizer.model``, a checkpoint folder, a ``tokenizer.json``
+    or a GGUF file) or :meth:`from_bytes`. Every special id comes from the model: see
+    :attr:`specials`. The dialect is found from the model's pieces; pass ``dialect=`` (a name
+    or a :class:`~gemma_turns.chat_format.Dialect`) for a model whose pieces fit several.
     """
 
     def __init__(
@@ -109,9 +109,16 @@ class GemmaTokenizer:
         path: str | None = None,
         dialect: str | Dialect | None = None,
         segment_cache: int = SEGMENT_CACHE_IDS,
+        source=None,
     ):
-        self.path = path
-        self.sha256 = hashlib.sha256(model_proto).hexdigest()
+        # What was loaded (tokenizer_files.TokenizerSource) when it was not the model itself:
+        # path and sha256 are then the file read (a GGUF, a tokenizer.json), model_sha256
+        # that of the SentencePiece model rebuilt from it.
+        self.model_sha256 = hashlib.sha256(model_proto).hexdigest()
+        self.kind = source.kind if source is not None else "sentencepiece"
+        self.path = source.path if source is not None else path
+        self.sha256 = source.sha256 if source is not None else self.model_sha256
+        path = self.path
         self.processor = spm.SentencePieceProcessor()
         try:
             self.processor.LoadFromSerializedProto(model_proto)
@@ -155,15 +162,25 @@ class GemmaTokenizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, dialect: str | Dialect | None = None, **options) -> GemmaTokenizer:
-        """Load a SentencePiece ``tokenizer.model`` file (``segment_cache``: see __init__)."""
+        """Load a SentencePiece ``tokenizer.model`` file, a checkpoint folder, a
+        ``tokenizer.json`` or a GGUF file (see tokenizer_files; ``segment_cache``: see __init__)."""
         path = os.fspath(path)
         try:
             with open(path, "rb") as handle:
-                data = handle.read()
+                data = handle.read(4)
+                if data != b"GGUF":  # a GGUF may hold gigabytes of weights: read it elsewhere
+                    data += handle.read()
+        except IsADirectoryError:
+            data = b""  # a checkpoint folder
         except OSError as error:
             raise TokenizerError(
                 f"cannot read the tokenizer model {path!r}: {error.strerror}", path=path
             ) from None
+        if data == b"" or data == b"GGUF" or data[:1] in b"{ \t\r":  # folder, GGUF, JSON
+            from .tokenizer_files import read_tokenizer
+
+            data, source = read_tokenizer(path)
+            return cls(data, dialect=dialect, source=source, **options)
         return cls(data, path=path, dialect=dialect, **options)
 
     @classmethod

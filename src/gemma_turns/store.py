@@ -139,7 +139,9 @@ def build_manifest(
         **({"engine": engine} if engine is not None else {}),
         "tokenizer": {
             "path": tokenizer.path,
-            "sha256": tokenizer.sha256,
+            "sha256": tokenizer.sha256,  # of the file at path
+            "kind": tokenizer.kind,  # "sentencepiece", "tokenizer.json" or "gguf"
+            "model_sha256": tokenizer.model_sha256,  # of the model the ids come from
             "vocab_size": tokenizer.vocab_size,
             "dialect": tokenizer.dialect.name,
             "specials": tokenizer.specials.as_dict(),

@@ -57,7 +57,8 @@ def open_input(path: str):
 
 
 def load_tokenizer(path: str):
-    """The GemmaTokenizer of ``path``; a model that cannot be used is a usage error."""
+    """The GemmaTokenizer of ``path`` (a tokenizer.model, a checkpoint folder, a
+    tokenizer.json or a GGUF file); a model that cannot be used is a usage error."""
     from ..encoder import GemmaTokenizer
     from ..errors import TokenizerError
 
