@@ -1,8 +1,8 @@
-"""A conversation is encoded with one SentencePiece call of its whole turn text
-(``GemmaTokenizer._whole_plan``), alone or in a batch, unless that cannot give the ids of
-the segment-by-segment path, which then runs. Both must give the same ids, mask and errors,
-on both dialects' fixture and real tokenizers, for every policy, and the whole path must
-really be the one taken for ordinary conversations."""
+"""One conversation (``encode_chat``) is encoded with one SentencePiece call of its whole
+turn text (``GemmaTokenizer._whole_plan``), unless that cannot give the ids of the
+segment-by-segment path that batches take, which then runs. Both must give the same ids,
+mask and errors, on both dialects' fixture and real tokenizers, for every policy, and the
+whole path must really be the one taken for ordinary conversations."""
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -26,8 +26,8 @@ class Counting:
         self.answered = self.passed = 0
         original = tokenizer._whole_plan
 
-        def counted(*args):
-            result = original(*args)
+        def counted(*args, **keywords):
+            result = original(*args, **keywords)
             if result is None:
                 self.passed += 1
             else:
@@ -53,11 +53,12 @@ def _batched(tok, record, **options):
 
 
 def _same_both_ways(tok, record, **options):
-    """encode_chat and a batch of one (whole-text paths) against the segment path alone."""
+    """encode_chat (the whole-text path) against a batch of one and against encode_chat
+    with the whole-text path turned off."""
     single = _outcome(lambda: tok.encode_chat(record, **options))
     batched = _batched(tok, record, **options)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(tok, "_whole_plan", lambda *args: None)
+        patch.setattr(tok, "_whole_plan", lambda *args, **keywords: None)
         segments = _outcome(lambda: tok.encode_chat(record, **options))
         segments_batched = _batched(tok, record, **options)
     assert single == segments
@@ -83,7 +84,6 @@ def test_the_whole_path_gives_the_segment_path_ids(tok, data, monkeypatch):
 
 
 def test_ordinary_conversations_take_the_whole_path(tok, monkeypatch):
-    tok = GemmaTokenizer.load(tok.path, segment_cache=0)  # a cached text would take the segment path
     counter = Counting(tok, monkeypatch)
     conversations = [
         [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4."}],
@@ -96,31 +96,15 @@ def test_ordinary_conversations_take_the_whole_path(tok, monkeypatch):
     for messages in conversations:
         for mode in ("training", "inference"):
             _same_both_ways(tok, messages, mode=mode, **(prompt if mode == "inference" else {}))
-    assert counter.answered >= 10  # single and batched; the last ends with a user turn
+    assert counter.answered >= 5  # the last conversation ends with a user turn: inference only
     assert counter.passed == 0
 
 
 def test_content_that_needs_escaping_takes_the_segment_path(tok, monkeypatch):
-    tok = GemmaTokenizer.load(tok.path, segment_cache=0)
     counter = Counting(tok, monkeypatch)
     close = tok.dialect.turn_close
     messages = [{"role": "user", "content": f"a{close}b"}, {"role": "assistant", "content": "ok"}]
     _same_both_ways(tok, messages, mode="training", reserved="escape")
     _same_both_ways(tok, messages, mode="training", reserved="allow")
     _same_both_ways(tok, messages, mode="training")  # refused, with the same error
-    assert counter.passed == 2  # escape, once alone and once in a batch; refuse raised from it
-
-
-def test_a_cached_text_takes_the_segment_path_and_a_repeated_one_is_cached(fixture_tokenizer, monkeypatch):
-    tok = GemmaTokenizer.load(fixture_tokenizer.path)
-    counter = Counting(tok, monkeypatch)
-    record = [{"role": "user", "content": "You are a careful assistant: answer in full sentences."},
-              {"role": "assistant", "content": "I will."}]
-    expected = _batched(tok, record, mode="training")  # first sighting: whole text
-    assert not tok.segment_cache.ids
-    assert _batched(tok, record, mode="training") == expected  # second: whole text, ids kept
-    assert any("careful assistant" in text for text in tok.segment_cache.ids)
-    assert (counter.answered, counter.passed) == (2, 0)
-    assert _batched(tok, record, mode="training") == expected  # third: from the cache
-    assert (counter.answered, counter.passed) == (2, 1)
-    assert tok.segment_cache.served_tokens > 0
+    assert counter.passed == 1  # escape; refuse raised from the whole path itself

@@ -488,14 +488,9 @@ class GemmaTokenizer:
             plan.add(self._eos_index, 1)
         return plan
 
-    def _plan_chat(self, record, texts, *, options: EncodeOptions, checkpoint) -> _Plan | _Whole:
+    def _plan_chat(self, record, texts, *, options: EncodeOptions, checkpoint) -> _Plan:
         conversation, runs = self._chat_runs(record, options, checkpoint)
-        whole = self._whole_plan(conversation, runs, options.reserved)
-        if whole is None:
-            return self._plan_runs(conversation, runs, texts, options.reserved)
-        whole.index = len(texts)
-        texts.append(whole.text)
-        return whole
+        return self._plan_runs(conversation, runs, texts, options.reserved)
 
     def _chat_runs(self, record, options: EncodeOptions, checkpoint):
         """The checked conversation and its formatted runs: ``(text or Marker, mask bit)``."""
@@ -533,11 +528,13 @@ class GemmaTokenizer:
         return plan
 
     def _whole_plan(self, conversation, runs, reserved) -> _Whole | None:
-        """A conversation as one text to encode with one SentencePiece call: its turn text,
-        markers spelled, as a plain encode of the rendered template sees it. None where
-        that cannot give the segment path's ids (content that needs escaping, a marker the
-        model lacks, two free texts between two markers) or where the segment cache holds
-        one of its texts: the segment path takes it then.
+        """One conversation (:meth:`encode_chat`) as one text to encode with one
+        SentencePiece call: its turn text, markers spelled, as a plain encode of the rendered
+        template sees it. None where that cannot give the segment path's ids (content that
+        needs escaping, a marker the model lacks, two free texts between two markers): the
+        segment path takes it then. Batches always take the segment path: measured
+        side by side, splitting each conversation's ids cost more than the fewer, longer
+        SentencePiece calls saved (and the segment cache serves their repeats).
 
         Markers are pieces SentencePiece never merges with their neighbours, and every
         constant text (the newline after a turn, ``model\\n``) ends with a newline piece, so
@@ -546,7 +543,6 @@ class GemmaTokenizer:
         on both real tokenizers.
         """
         marker_ids, constants, spelled = self.specials.markers, self._constant_texts, self.dialect.pieces
-        cache = self._segments
         whole = _Whole(conversation.notes, runs)
         strings, expected, bits, known = [], whole.expected, whole.bits, whole.known
         free_in_group = False
@@ -571,11 +567,6 @@ class GemmaTokenizer:
                         if reserved == "escape":
                             return None
                         self._plan_runs(conversation, runs, _Texts(), reserved)  # raises, located
-                    if cache.capacity and len(value) >= SHORT_TEXT:
-                        if value in cache.ids:
-                            return None  # the segment path takes its ids from the cache
-                        if cache.sighted(value):
-                            whole.keep.append(len(known))
                     known.append(FREE)
                 strings.append(value)
             bits.append(bit)
@@ -611,9 +602,6 @@ class GemmaTokenizer:
                 segment = ids[start:start + length]
                 if (segment if short else segment.tolist()) != constants[runs[unit - 1][0]]:
                     return None  # a constant text did not come out as its own ids
-        for unit in whole.keep:  # texts met before: the cache takes their ids from here
-            start = starts[unit]
-            self._segments.store(runs[unit - 1][0], np.array(ids[start:start + lengths[unit]], dtype=ID_DTYPE))
         mask = np.repeat(np.array(whole.bits, dtype=MASK_DTYPE), lengths)
         return Encoding(np.asarray(ids, dtype=ID_DTYPE), mask, whole.notes)
 
@@ -651,7 +639,6 @@ class GemmaTokenizer:
 
     def _build(self, plans: list, encoded: list[np.ndarray]) -> list:
         """Ids and masks of every plan, from the encoded texts, with a few numpy calls."""
-        plans = [self._build_whole(plan, encoded) if type(plan) is _Whole else plan for plan in plans]
         pool = self._constant_ids + encoded
         indices: list[int] = []
         bits: list[int] = []
@@ -662,7 +649,7 @@ class GemmaTokenizer:
                 bits.extend(plan.bits)
                 counts.append(len(plan.pieces))
         if not indices:
-            return plans
+            return list(plans)
         pool_lengths = np.fromiter(map(len, pool), dtype=np.int64, count=len(pool))
         lengths = pool_lengths[np.array(indices)]
         ids = np.concatenate(itemgetter(*indices)(pool) if len(indices) > 1 else [pool[indices[0]]])
@@ -682,44 +669,19 @@ class GemmaTokenizer:
         return results
 
 
-    def _build_whole(self, whole: _Whole, encoded: list) -> Encoding:
-        """A whole-text plan's Encoding; the segment path's, should its ids not split."""
-        encoding = self._split_whole(whole, encoded[whole.index])
-        if encoding is None:
-            conversation = _Notes(whole.notes)
-            encoding = self._encode_by_segments(conversation, whole.runs, "allow")
-        return encoding
-
-
 class _Whole:
-    """One conversation to encode as one text (:meth:`GemmaTokenizer._whole_plan`): the text,
-    its index among the batch's texts, and per unit (BOS, then each run) its mask bit and
-    length (MARKER, a constant's, FREE); ``expected`` the marker ids in order, ``keep`` the
-    units whose ids the segment cache takes."""
+    """One conversation to encode as one text (:meth:`GemmaTokenizer._whole_plan`): the text
+    and per unit (BOS, then each run) its mask bit and length (MARKER, a constant's, FREE);
+    ``expected`` the marker ids in order."""
 
-    __slots__ = ("notes", "runs", "text", "index", "expected", "bits", "known", "keep")
+    __slots__ = ("notes", "runs", "text", "expected", "bits", "known")
 
     def __init__(self, notes: tuple[str, ...], runs):
         self.notes, self.runs = notes, runs
-        self.text, self.index = "", -1
+        self.text = ""
         self.expected: list[int] = []
         self.bits: list[int] = [0]
         self.known: list[int] = [1]
-        self.keep: list[int] = []
-
-
-class _Notes:
-    """What the segment path reads of a conversation, for a whole-text plan that falls back:
-    its reserved text was already checked, so only the notes matter."""
-
-    __slots__ = ("notes",)
-
-    def __init__(self, notes):
-        self.notes = notes
-
-
-def _unpickle_tokenizer(model_proto: bytes, path, dialect, segment_cache: int) -> GemmaTokenizer:
-    return GemmaTokenizer(model_proto, path=path, dialect=dialect, segment_cache=segment_cache)
 
 
 class _Texts(list):
