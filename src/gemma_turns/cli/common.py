@@ -12,6 +12,7 @@ EXIT_OK = 0
 EXIT_INVALID = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # the shell's code for a run stopped by Ctrl-C
+TOKENIZER_HELP = "a tokenizer.model, a checkpoint folder, its tokenizer.json, or a GGUF file"
 
 
 class CommandError(Exception):

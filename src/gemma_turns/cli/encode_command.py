@@ -22,6 +22,7 @@ from .common import (
     EXIT_INTERRUPTED,
     EXIT_INVALID,
     EXIT_OK,
+    TOKENIZER_HELP,
     CommandError,
     add_inputs_argument,
     expand_inputs,
@@ -69,7 +70,7 @@ def register(subparsers) -> None:
     )
     add_inputs_argument(parser)
     parser.add_argument(
-        "--tokenizer", required=True, metavar="MODEL", help="SentencePiece tokenizer.model"
+        "--tokenizer", required=True, metavar="MODEL", help=TOKENIZER_HELP
     )
     add_encode_options(parser)
     add_chat_flags(parser)

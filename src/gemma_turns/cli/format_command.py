@@ -10,7 +10,15 @@ from ..errors import ConversationError
 from ..formatter import format_chat
 from ..jsonl import messages_of, read_lines
 from .chat_flags import add_chat_flags, chat_options
-from .common import EXIT_INVALID, EXIT_OK, CommandError, add_input_argument, load_tokenizer, open_input
+from .common import (
+    EXIT_INVALID,
+    EXIT_OK,
+    TOKENIZER_HELP,
+    CommandError,
+    add_input_argument,
+    load_tokenizer,
+    open_input,
+)
 
 
 def register(subparsers) -> None:
@@ -33,7 +41,7 @@ def register(subparsers) -> None:
         "--no-generation-prompt", dest="add_generation_prompt", action="store_false"
     )
     parser.add_argument(
-        "--tokenizer", metavar="MODEL", help="a tokenizer.model whose chat format to write (instead of --dialect)"
+        "--tokenizer", metavar="MODEL", help=TOKENIZER_HELP + ": write its chat format (instead of --dialect)"
     )
     add_chat_flags(parser, dialect=True)
     parser.set_defaults(run=run)

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..conventions import labels_to_loss
 from ..validator import label_tokens, validate
-from .common import EXIT_INVALID, EXIT_OK, CommandError, load_tokenizer
+from .common import EXIT_INVALID, EXIT_OK, TOKENIZER_HELP, CommandError, load_tokenizer
 from .validate_command import add_check_options, check_checkpoint, check_options, open_source
 
 __all__ = ["register", "run"]
@@ -48,7 +48,7 @@ def register(subparsers) -> None:
         "Exit code 0 if the sequence is valid, 1 if it has findings, 2 for usage or I/O errors.",
     )
     parser.add_argument("input", metavar="FILE", help=".npz, shard directory, .npy, or JSONL ('-': stdin)")
-    parser.add_argument("--tokenizer", required=True, metavar="MODEL", help="SentencePiece tokenizer.model")
+    parser.add_argument("--tokenizer", required=True, metavar="MODEL", help=TOKENIZER_HELP)
     parser.add_argument(
         "--sequence",
         "-n",

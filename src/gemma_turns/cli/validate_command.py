@@ -43,6 +43,7 @@ from .common import (
     OutputError,
     load_tokenizer,
     positive_int,
+    TOKENIZER_HELP,
 )
 
 DEFAULT_MAX_FINDINGS = 100
@@ -62,7 +63,7 @@ def register(subparsers) -> None:
         "all are valid, 1 if any is invalid, 2 for usage or I/O errors.",
     )
     parser.add_argument("inputs", nargs="+", metavar="FILE", help=".npz, shard directory, .npy, or JSONL ('-': stdin)")
-    parser.add_argument("--tokenizer", required=True, metavar="MODEL", help="SentencePiece tokenizer.model")
+    parser.add_argument("--tokenizer", required=True, metavar="MODEL", help=TOKENIZER_HELP)
     add_check_options(parser)
     parser.add_argument("--json", action="store_true", help="one JSON line per finding on stdout; the summary goes to stderr")
     parser.add_argument(
