@@ -56,3 +56,21 @@ def real4_tokenizer() -> GemmaTokenizer:
 def any4_tokenizer(request) -> GemmaTokenizer:
     """Runs a test on the Gemma 4 fixture model and, when available, on the real one."""
     return request.getfixturevalue(f"{request.param}_tokenizer")
+
+
+def packed_records(path) -> list[tuple]:
+    """Every (file, line, ids, loss mask) of a packed output of several inputs, sorted."""
+    import numpy as np
+
+    from gemma_turns.dataset import load_dataset
+
+    arrays, manifest = load_dataset(path)
+    names = [entry["path"] for entry in manifest["inputs"]]
+    out = []
+    for r, row in enumerate(arrays["segment_source_line"]):
+        for s in np.flatnonzero(row >= 0):
+            where = arrays["segment_ids"][r] == s + 1
+            file = names[arrays["segment_source_file"][r, s]]
+            ids, mask = arrays["input_ids"][r][where], arrays["loss_mask"][r][where]
+            out.append((file, int(row[s]), ids.tolist(), mask.tolist()))
+    return sorted(out)

@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import FIXTURE_MODEL, SAMPLE
+from conftest import FIXTURE_MODEL, SAMPLE, packed_records
 
 from gemma_turns import ArrayOptions, EncodeOptions, GemmaTokenizer
 from gemma_turns.dataset import load_dataset, write_dataset
@@ -39,20 +39,6 @@ def in_process(job, chunks):
     return [worker(chunk.to_row()) for chunk in chunks]
 
 
-def segments(path):
-    """Every (file, line, ids, loss mask) of a packed output, as a sorted list."""
-    arrays, manifest = load_dataset(path)
-    names = [entry["path"] for entry in manifest["inputs"]]
-    out = []
-    for r, row in enumerate(arrays["segment_source_line"]):
-        for s in np.flatnonzero(row >= 0):
-            where = arrays["segment_ids"][r] == s + 1
-            file = names[arrays["segment_source_file"][r, s]]
-            ids, mask = arrays["input_ids"][r][where], arrays["loss_mask"][r][where]
-            out.append((file, int(row[s]), ids.tolist(), mask.tolist()))
-    return sorted(out)
-
-
 def test_plan_cuts_at_line_starts(inputs):
     chunks, described = plan_chunks(inputs, chunk_bytes=2000)
     assert len(chunks) > 4 and [c.index for c in chunks] == list(range(len(chunks)))
@@ -76,7 +62,7 @@ def test_same_records_as_a_local_run(tokenizer, inputs, tmp_path, scope):
         chunk_bytes=2000, pack_scope=scope, rejects=tmp_path / "chunked.jsonl", **OPTIONS,
     )
     assert chunked.manifest["engine"]["chunks"] > 4
-    assert segments(tmp_path / "chunked") == segments(tmp_path / "local")
+    assert packed_records(tmp_path / "chunked") == packed_records(tmp_path / "local")
     assert (tmp_path / "chunked.jsonl").read_text() == (tmp_path / "local.jsonl").read_text()
     assert chunked.manifest["inputs"] == local.manifest["inputs"]
     same = {k: v for k, v in local.counts.as_dict().items() if k not in ("rows", "cells", "fill_ratio")}

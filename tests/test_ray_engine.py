@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FIXTURE_MODEL, ROOT, SAMPLE
+from conftest import FIXTURE_MODEL, ROOT, SAMPLE, packed_records
 
 from gemma_turns.cli import main
 from gemma_turns.dataset import load_dataset
@@ -79,17 +79,14 @@ def inputs(tmp_path):
     return [a, b]
 
 
-def records(path):
-    """Every (file, line, ids, loss mask) of a packed output, sorted."""
-    arrays, manifest = load_dataset(path)
-    names = [entry["path"] for entry in manifest["inputs"]]
+def segments(path):
+    """Every (ids, loss mask) of a packed output, sorted: what was encoded, wherever from."""
+    arrays, _ = load_dataset(path)
     out = []
-    for r, row in enumerate(arrays["segment_source_line"]):
-        for s in np.flatnonzero(row >= 0):
-            where = arrays["segment_ids"][r] == s + 1
-            file = names[arrays["segment_source_file"][r, s]]
-            ids, mask = arrays["input_ids"][r][where], arrays["loss_mask"][r][where]
-            out.append((file, int(row[s]), ids.tolist(), mask.tolist()))
+    for r, row in enumerate(arrays["segment_ids"]):
+        for s in np.unique(row[row > 0]):
+            where = row == s
+            out.append((arrays["input_ids"][r][where].tolist(), arrays["loss_mask"][r][where].tolist()))
     return sorted(out)
 
 
@@ -105,7 +102,7 @@ def test_ray_run_gives_the_local_records(ray_cluster, inputs, tmp_path, capsys):
     # 1 MiB chunks: one chunk a file here; the Python API below and the next test cut finer.
     code, _, err = encode(capsys, *inputs, "-o", tmp_path / "ray", "--rejects", tmp_path / "r.jsonl", *flags, *ray_flags)
     assert code == 1 and err.splitlines()[0].split(";")[0] == local_summary.split(";")[0]
-    assert records(tmp_path / "ray") == records(tmp_path / "local")
+    assert packed_records(tmp_path / "ray") == packed_records(tmp_path / "local")
     assert (tmp_path / "r.jsonl").read_text() == (tmp_path / "l.jsonl").read_text()
     manifest = json.loads((tmp_path / "ray" / "manifest.json").read_text())
     assert manifest["engine"]["name"] == "ray" and manifest["engine"]["chunks"] == 2
@@ -128,6 +125,32 @@ def test_ray_run_gives_the_local_records(ray_cluster, inputs, tmp_path, capsys):
     assert whole.manifest["engine"]["chunks"] >= 6  # several chunks, packed in one pass
     ours, theirs = load_dataset(tmp_path / "global")[0], load_dataset(tmp_path / "local")[0]
     assert ours.keys() == theirs.keys() and all(np.array_equal(ours[k], theirs[k]) for k in theirs)
+
+
+def test_a_ray_dataset_encodes_as_its_rows_would_from_a_file(ray_cluster, tmp_path, capsys):
+    """Records already in a ray.data.Dataset: written as JSONL by Ray into a staging folder
+    that the manifest names, then encoded there: the same (ids, loss mask) as the file."""
+    import ray.data
+
+    from gemma_turns import ArrayOptions, EncodeOptions, GemmaTokenizer
+    from gemma_turns.engines.ray_engine import write_ray_dataset
+    from gemma_turns.errors import DatasetError
+
+    rows = [json.loads(line) for line in SAMPLE.read_text().splitlines() if line.strip()]
+    tokenizer = GemmaTokenizer.load(FIXTURE_MODEL)
+    options = dict(
+        encode_options=EncodeOptions(mode="training"),
+        array_options=ArrayOptions(max_length=256, pack=True, truncation="drop"),
+        shard_size=16,
+    )
+    written = write_ray_dataset(tokenizer, ray.data.from_items(rows), tmp_path / "out", staging=tmp_path / "rows", **options)
+    code, _, _ = encode(capsys, SAMPLE, "-o", tmp_path / "local", "--max-length", 256, "--pack", "--truncation", "drop",
+                        "--shard-size", 16)
+    assert code == 0 and written.counts.encoded == len(rows)
+    assert segments(tmp_path / "out") == segments(tmp_path / "local")
+    assert all(entry["path"].startswith(str(tmp_path / "rows")) for entry in written.manifest["inputs"])
+    with pytest.raises(DatasetError, match="not empty"):
+        write_ray_dataset(tokenizer, ray.data.from_items(rows), tmp_path / "again", staging=tmp_path / "rows", **options)
 
 
 try:
@@ -172,7 +195,7 @@ def test_a_killed_worker_is_replaced_and_nothing_counted_twice(ray_cluster, inpu
     assert sorted(int(c[3]) for c in calls) == list(range(written.manifest["engine"]["chunks"]))
     loaded = {(c[1], c[2]) for c in calls}  # tokenizers loaded: one per worker process
     assert len(loaded) <= 3 < len(calls)  # two workers and the one that replaced the dead
-    assert records(tmp_path / "ray") == records(tmp_path / "local")
+    assert packed_records(tmp_path / "ray") == packed_records(tmp_path / "local")
     same = ("lines", "encoded", "encoded_tokens", "rejected", "dropped", "sequences", "tokens")
     assert {k: written.counts.as_dict()[k] for k in same} == {k: local.counts.as_dict()[k] for k in same}
     listed = [entry["name"] for entry in written.manifest["files"]]

@@ -33,7 +33,7 @@ from ..options import ArrayOptions, EncodeOptions
 from ..records import Counts
 from .chunks import CHUNK_BYTES, Chunk, ChunkWorker, Job, write_chunked
 
-__all__ = ["RayChunkWorker", "RayNotInstalled", "launch_on_ray", "write_dataset_ray"]
+__all__ = ["RayChunkWorker", "RayNotInstalled", "launch_on_ray", "write_dataset_ray", "write_ray_dataset"]
 
 INSTALL = "pip install 'gemma-turns[ray]'"
 RETRIES = 3  # a chunk whose worker dies is run again up to this many times
@@ -169,3 +169,37 @@ def write_dataset_ray(
         on_result=on_result,
         **options,
     )
+
+
+def write_ray_dataset(
+    tokenizer: GemmaTokenizer,
+    dataset,
+    output: str | os.PathLike,
+    *,
+    staging: str | os.PathLike,
+    **options,
+) -> Written:
+    """:func:`write_dataset_ray` for records that are already a ``ray.data.Dataset`` (rows
+    ``{"messages": [...], "tools": ..., ...}``, or ``{"text": ...}`` for ``mode="pt"``).
+
+    Ray writes the rows as JSONL files into ``staging`` (``Dataset.write_json``, one file
+    per block, by its own workers), and those files are the run's inputs: the manifest
+    names them and every row and reject traces to one of them and its line, as for files
+    given by path. Keep ``staging`` beside the output for that trace; it must be new or
+    empty (a file left from another run would be encoded too), on a file system every
+    worker sees. Options as for :func:`write_dataset_ray`.
+    """
+    staging = os.fspath(staging)
+    if os.path.exists(staging) and (not os.path.isdir(staging) or os.listdir(staging)):
+        raise DatasetError(
+            f"staging folder {staging} exists and is not empty: name a new one, so that "
+            "only this dataset's rows are encoded",
+            path=staging,
+        )
+    dataset.write_json(staging)
+    files = sorted(
+        os.path.join(staging, name) for name in os.listdir(staging) if name.endswith(".json")
+    )
+    if not files:
+        raise DatasetError(f"the dataset wrote no rows to {staging}: it is empty", path=staging)
+    return write_dataset_ray(tokenizer, files, output, **options)
