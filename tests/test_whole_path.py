@@ -84,7 +84,6 @@ def test_the_whole_path_gives_the_segment_path_ids(tok, data, monkeypatch):
 
 
 def test_ordinary_conversations_take_the_whole_path(tok, monkeypatch):
-    tok = GemmaTokenizer.load(tok.path, segment_cache=0)  # a text seen before takes the segment path
     counter = Counting(tok, monkeypatch)
     conversations = [
         [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4."}],
@@ -102,7 +101,6 @@ def test_ordinary_conversations_take_the_whole_path(tok, monkeypatch):
 
 
 def test_content_that_needs_escaping_takes_the_segment_path(tok, monkeypatch):
-    tok = GemmaTokenizer.load(tok.path, segment_cache=0)
     counter = Counting(tok, monkeypatch)
     close = tok.dialect.turn_close
     messages = [{"role": "user", "content": f"a{close}b"}, {"role": "assistant", "content": "ok"}]
@@ -112,14 +110,14 @@ def test_content_that_needs_escaping_takes_the_segment_path(tok, monkeypatch):
     assert counter.passed == 1  # escape; refuse raised from the whole path itself
 
 
-def test_a_text_seen_before_takes_the_segment_path_and_its_cache(fixture_tokenizer, monkeypatch):
+def test_a_long_conversation_takes_the_segment_path(fixture_tokenizer, monkeypatch):
+    from gemma_turns import encoder
+
     tok = GemmaTokenizer.load(fixture_tokenizer.path)
     counter = Counting(tok, monkeypatch)
-    record = [{"role": "user", "content": "You are a careful assistant: answer in full sentences."},
-              {"role": "assistant", "content": "I will."}]
-    first = _outcome(lambda: tok.encode_chat(record, mode="training"))  # whole text
-    second = _outcome(lambda: tok.encode_chat(record, mode="training"))  # seen: segments, cached
-    third = _outcome(lambda: tok.encode_chat(record, mode="training"))  # from the cache
-    assert first == second == third
-    assert (counter.answered, counter.passed) == (1, 2)
-    assert tok.segment_cache.served_tokens > 0
+    long = [{"role": "user", "content": "word " * (encoder.WHOLE_TEXT_CHARS // 5 + 1)},
+            {"role": "assistant", "content": "ok"}]
+    _same_both_ways(tok, long, mode="training")
+    assert (counter.answered, counter.passed) == (0, 1)
+    _same_both_ways(tok, [{"role": "user", "content": "short"}, {"role": "assistant", "content": "ok"}], mode="training")
+    assert (counter.answered, counter.passed) == (1, 1)

@@ -57,6 +57,9 @@ SEGMENT_CACHE_IDS = 1 << 22
 # A unit's length in a whole-conversation encode (see GemmaTokenizer._whole_plan): a
 # marker's is 1 and a free text's is what its markers leave.
 MARKER, FREE = -1, -2
+# One conversation up to this many characters of text is encoded with one SentencePiece call
+# (a prompt: the per-call and per-segment costs dominate); a longer one segment by segment.
+WHOLE_TEXT_CHARS = 4096
 # Up to this many ids, a whole-conversation encode is split with plain Python, beyond with numpy.
 SHORT_SEQUENCE = 256
 
@@ -532,11 +535,11 @@ class GemmaTokenizer:
         SentencePiece call: its turn text, markers spelled, as a plain encode of the rendered
         template sees it. None where that cannot give the segment path's ids (content that
         needs escaping, a marker the model lacks, two free texts between two markers): the
-        segment path takes it then. So does a conversation with a text seen before (a
-        repeated system prompt, say): the segment path caches it from its second sighting
-        on and then serves it without SentencePiece, which beats one call for the whole.
-        Batches always take the segment path: measured side by side, splitting each
-        conversation's ids cost more than the fewer, longer SentencePiece calls saved.
+        segment path takes it then. So does a conversation of more than WHOLE_TEXT_CHARS
+        characters: there SentencePiece's own work dominates, and the segment path's cache
+        serves the texts it has seen before (a repeated system prompt) without it. Batches
+        always take the segment path: measured side by side, splitting each conversation's
+        ids cost more than the fewer, longer SentencePiece calls saved.
 
         Markers are pieces SentencePiece never merges with their neighbours, and every
         constant text (the newline after a turn, ``model\\n``) ends with a newline piece, so
@@ -545,10 +548,9 @@ class GemmaTokenizer:
         on both real tokenizers.
         """
         marker_ids, constants, spelled = self.specials.markers, self._constant_texts, self.dialect.pieces
-        cache = self._segments
         whole = _Whole(conversation.notes, runs)
         strings, expected, bits, known = [], whole.expected, whole.bits, whole.known
-        free_in_group = False
+        free_in_group, size = False, 0
         for value, bit in runs:
             if type(value) is not str:
                 token_id = marker_ids.get(value)
@@ -570,11 +572,12 @@ class GemmaTokenizer:
                         if reserved == "escape":
                             return None
                         self._plan_runs(conversation, runs, _Texts(), reserved)  # raises, located
-                    if cache.capacity and len(value) >= SHORT_TEXT and (value in cache.ids or cache.sighted(value)):
-                        return None  # seen before: the cache has it, or takes it now
                     known.append(FREE)
                 strings.append(value)
+                size += len(value)
             bits.append(bit)
+        if size > WHOLE_TEXT_CHARS:
+            return None
         whole.text = "".join(strings)
         return whole
 
@@ -687,6 +690,10 @@ class _Whole:
         self.expected: list[int] = []
         self.bits: list[int] = [0]
         self.known: list[int] = [1]
+
+
+def _unpickle_tokenizer(model_proto: bytes, path, dialect, segment_cache: int) -> GemmaTokenizer:
+    return GemmaTokenizer(model_proto, path=path, dialect=dialect, segment_cache=segment_cache)
 
 
 class _Texts(list):

@@ -25,6 +25,7 @@ import os
 import re
 import warnings
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 
 from ..dataset import Written
 from ..encoder import GemmaTokenizer
@@ -182,12 +183,13 @@ def write_ray_dataset(
     """:func:`write_dataset_ray` for records that are already a ``ray.data.Dataset`` (rows
     ``{"messages": [...], "tools": ..., ...}``, or ``{"text": ...}`` for ``mode="pt"``).
 
-    Ray writes the rows as JSONL files into ``staging`` (``Dataset.write_json``, one file
-    per block, by its own workers), and those files are the run's inputs: the manifest
-    names them and every row and reject traces to one of them and its line, as for files
-    given by path. Keep ``staging`` beside the output for that trace; it must be new or
-    empty (a file left from another run would be encoded too), on a file system every
-    worker sees. Options as for :func:`write_dataset_ray`.
+    Ray's workers write the rows as JSONL files into ``staging`` (one file per batch), and
+    those files are the run's inputs: the manifest names them, and every row and reject
+    traces to one of them and its line, as for files given by path. The rows are written
+    with ``json``, not ``Dataset.write_json``, whose pandas conversion was seen to split a
+    row whose messages mix text and part lists; a key whose value is None (Arrow's filler
+    for a field a row lacks) is left out. ``staging`` must be new or empty (a file left
+    from another run would be encoded too), on a file system every worker sees.
     """
     staging = os.fspath(staging)
     if os.path.exists(staging) and (not os.path.isdir(staging) or os.listdir(staging)):
@@ -196,10 +198,40 @@ def write_ray_dataset(
             "only this dataset's rows are encoded",
             path=staging,
         )
-    dataset.write_json(staging)
-    files = sorted(
-        os.path.join(staging, name) for name in os.listdir(staging) if name.endswith(".json")
-    )
+    os.makedirs(staging, exist_ok=True)
+    staged = dataset.map_batches(partial(_stage_rows, staging), batch_format="numpy", batch_size=4096)
+    files = sorted(str(row["file"]) for row in staged.take_all())
     if not files:
-        raise DatasetError(f"the dataset wrote no rows to {staging}: it is empty", path=staging)
+        raise DatasetError(f"the dataset has no rows to write to {staging}", path=staging)
     return write_dataset_ray(tokenizer, files, output, **options)
+
+
+def _stage_rows(staging: str, batch: dict) -> dict:
+    """One batch of rows as one JSONL file in ``staging``; its name, for the driver."""
+    import json
+    import uuid
+
+    import numpy as np
+
+    columns = list(batch)
+    count = len(batch[columns[0]]) if columns else 0
+    name = os.path.join(staging, f"rows-{uuid.uuid4().hex}.jsonl")
+    with open(name, "w", encoding="utf-8") as handle:
+        for k in range(count):
+            row = _plain({column: batch[column][k] for column in columns})
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return {"file": np.array([name])}
+
+
+def _plain(value):
+    """Python values from what Ray hands a batch (numpy arrays and scalars, Arrow's None for
+    a missing field), as the record's JSON had them."""
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items() if item is not None}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_plain(item) for item in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
