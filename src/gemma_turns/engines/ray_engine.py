@@ -30,9 +30,7 @@ from functools import partial
 from ..dataset import Written
 from ..encoder import GemmaTokenizer
 from ..errors import DatasetError
-from ..options import ArrayOptions, EncodeOptions
-from ..records import Counts
-from .chunks import CHUNK_BYTES, Chunk, ChunkWorker, Job, write_chunked
+from .chunks import Chunk, ChunkWorker, Job, write_chunked
 
 __all__ = ["RayChunkWorker", "RayNotInstalled", "launch_on_ray", "write_dataset_ray", "write_ray_dataset"]
 
@@ -136,38 +134,24 @@ def write_dataset_ray(
     inputs: Sequence[str | os.PathLike],
     output: str | os.PathLike,
     *,
-    encode_options: EncodeOptions,
-    array_options: ArrayOptions,
-    shard_size: int,
-    rejects: str | os.PathLike | None = None,
-    compress: bool = False,
-    chunk_bytes: int = CHUNK_BYTES,
-    pack_scope: str = "chunk",
     workers: int | None = None,
-    on_result: Callable[[Counts], None] | None = None,
     worker_class: type = RayChunkWorker,
     **options,
 ) -> Written:
     """:func:`gemma_turns.dataset.write_dataset` (a shard directory) on Ray Data: the same
     format, counts and rejects; see :mod:`gemma_turns.engines.chunks` for what differs
-    (shard names, and with ``pack_scope="chunk"`` the packed rows). The inputs, the
-    tokenizer file and the output directory must be on a file system every worker sees.
-    Raises RayNotInstalled without Ray."""
+    (shard names, and with ``pack_scope="chunk"`` the packed rows). ``options`` are
+    :func:`~gemma_turns.engines.chunks.write_chunked`'s (``encode_options``,
+    ``array_options``, ``shard_size``, ``rejects``, ``chunk_bytes``, ``pack_scope``, ...).
+    The inputs, the tokenizer file and the output directory must be on a file system every
+    worker sees. Raises RayNotInstalled without Ray."""
     launch = launch_on_ray(workers=workers, worker_class=worker_class)
     return write_chunked(
         tokenizer,
         inputs,
         output,
         launch=launch,
-        encode_options=encode_options,
-        array_options=array_options,
-        shard_size=shard_size,
-        rejects=rejects,
-        compress=compress,
-        chunk_bytes=chunk_bytes,
-        pack_scope=pack_scope,
         engine={"name": "ray", "workers": workers},
-        on_result=on_result,
         **options,
     )
 
