@@ -6,7 +6,10 @@ beside SentencePiece's encode of the same rendered text, and beside Hugging Face
 
 Each conversation is encoded ``--calls`` times by each contender, in interleaved blocks of
 100 calls so that all see the same machine; the table gives p50 and p99 in microseconds and
-their ratio to SentencePiece's. Inference mode (the prompt a server sends). Not a test.
+their ratio to SentencePiece's. Inference mode (the prompt a server sends). ``encode_chat``
+runs twice: with the segment cache off, every call is a conversation never seen before (its
+whole text goes to SentencePiece at once); with it on, as a server resending a conversation
+or a system prompt meets it, its texts seen before come from the cache. Not a test.
 """
 
 from __future__ import annotations
@@ -35,6 +38,14 @@ CONVERSATIONS = {
         {"role": "user", "content": "Why do chat models need special tokens?"},
         {"role": "assistant", "content": "They mark where turns begin and end, so the model knows who speaks."},
         {"role": "user", "content": "Give an example with <b>HTML</b> and code: `print('hi')`."},
+    ],
+    "long system prompt + 2 turns": [
+        {"role": "system", "content": " ".join(
+            f"Rule {k}: answer politely, cite the policy section, and never promise a refund before checking."
+            for k in range(16))},
+        {"role": "user", "content": "Can I change my flight to Friday?"},
+        {"role": "assistant", "content": "Yes, for a fee of 50 euros, if seats are left."},
+        {"role": "user", "content": "Do it."},
     ],
 }
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Current weather for a city.",
@@ -83,6 +94,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     tokenizer = GemmaTokenizer.load(args.tokenizer)
+    uncached = GemmaTokenizer.load(args.tokenizer, segment_cache=0)
     hf = None
     if args.hf_tokenizer:
         from transformers import AutoTokenizer
@@ -100,7 +112,8 @@ def main(argv=None) -> int:
         messages = record["messages"] if isinstance(record, dict) else record
         contenders = {
             "SentencePiece encode of the rendered text": lambda text=text: processor.encode(text),
-            "gemma-turns encode_chat": lambda record=record: tokenizer.encode_chat(record, **options),
+            "gemma-turns encode_chat, never seen before": lambda record=record: uncached.encode_chat(record, **options),
+            "gemma-turns encode_chat, seen before (cached)": lambda record=record: tokenizer.encode_chat(record, **options),
         }
         if hf is not None:
             extra = record.get("chat_template_kwargs", {}) if isinstance(record, dict) else {}

@@ -1,8 +1,9 @@
-"""One conversation (``encode_chat``) is encoded with one SentencePiece call of its whole
-turn text (``GemmaTokenizer._whole_plan``), unless that cannot give the ids of the
-segment-by-segment path that batches take, which then runs. Both must give the same ids,
-mask and errors, on both dialects' fixture and real tokenizers, for every policy, and the
-whole path must really be the one taken for ordinary conversations."""
+"""One conversation (``encode_chat``) is encoded as its whole turn text, one string
+(``GemmaTokenizer._whole_plan``, whole_text.py), unless that cannot give the ids of the
+segment-by-segment path that batches take, which then runs, or the segment cache can serve a
+text seen before. Both must give the same ids, mask and errors, on both dialects' fixture
+and real tokenizers, for every policy, and the whole path must really be the one taken for
+ordinary conversations."""
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -83,7 +84,13 @@ def test_the_whole_path_gives_the_segment_path_ids(tok, data, monkeypatch):
     _same_both_ways(tok, record, **options)
 
 
+def _uncached(tok) -> GemmaTokenizer:
+    """A copy of ``tok`` without the segment cache: every text goes the whole-text way."""
+    return GemmaTokenizer.from_bytes(tok.processor.serialized_model_proto(), dialect=tok.dialect, segment_cache=0)
+
+
 def test_ordinary_conversations_take_the_whole_path(tok, monkeypatch):
+    tok = _uncached(tok)
     counter = Counting(tok, monkeypatch)
     conversations = [
         [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4."}],
@@ -101,6 +108,7 @@ def test_ordinary_conversations_take_the_whole_path(tok, monkeypatch):
 
 
 def test_content_that_needs_escaping_takes_the_segment_path(tok, monkeypatch):
+    tok = _uncached(tok)
     counter = Counting(tok, monkeypatch)
     close = tok.dialect.turn_close
     messages = [{"role": "user", "content": f"a{close}b"}, {"role": "assistant", "content": "ok"}]
@@ -110,14 +118,35 @@ def test_content_that_needs_escaping_takes_the_segment_path(tok, monkeypatch):
     assert counter.passed == 1  # escape; refuse raised from the whole path itself
 
 
-def test_a_long_conversation_takes_the_segment_path(fixture_tokenizer, monkeypatch):
-    from gemma_turns import encoder
-
-    tok = GemmaTokenizer.load(fixture_tokenizer.path)
+def test_a_long_text_seen_before_takes_the_segment_path_and_then_the_cache(tok, monkeypatch):
+    tok = GemmaTokenizer.from_bytes(tok.processor.serialized_model_proto(), dialect=tok.dialect)
     counter = Counting(tok, monkeypatch)
-    long = [{"role": "user", "content": "word " * (encoder.WHOLE_TEXT_CHARS // 5 + 1)},
-            {"role": "assistant", "content": "ok"}]
-    _same_both_ways(tok, long, mode="training")
-    assert (counter.answered, counter.passed) == (0, 1)
-    _same_both_ways(tok, [{"role": "user", "content": "short"}, {"role": "assistant", "content": "ok"}], mode="training")
+    records = [[{"role": "user", "content": "You are a careful assistant. " * 20},
+                {"role": "assistant", "content": f"answer {k}"}] for k in range(3)]
+    first = tok.encode_chat(records[0], mode="training")
+    assert (counter.answered, counter.passed) == (1, 0)
+    second = tok.encode_chat(records[1], mode="training")  # seen before: kept by the segment path
     assert (counter.answered, counter.passed) == (1, 1)
+    served = tok.segment_cache.served_tokens
+    third = tok.encode_chat(records[2], mode="training")  # served from the cache
+    assert (counter.answered, counter.passed) == (1, 2)
+    assert tok.segment_cache.served_tokens > served
+    uncached = _uncached(tok)
+    for record, encoding in zip(records, [first, second, third]):
+        expected = uncached.encode_chat(record, mode="training")
+        assert encoding.ids.tolist() == expected.ids.tolist()
+        assert encoding.loss_mask.tolist() == expected.loss_mask.tolist()
+
+
+def test_a_long_conversation_is_split_with_numpy_alike(tok, monkeypatch):
+    from gemma_turns.whole_text import SHORT_SEQUENCE
+
+    tok = _uncached(tok)
+    counter = Counting(tok, monkeypatch)
+    words = " ".join(f"word{k} and more" for k in range(SHORT_SEQUENCE))
+    messages = [{"role": "user", "content": words}, {"role": "assistant", "content": words[::-1]},
+                {"role": "user", "content": "and?"}, {"role": "assistant", "content": "done"}]
+    _same_both_ways(tok, messages, mode="training", train_newline=True)
+    _same_both_ways(tok, messages, mode="inference")
+    assert len(tok.encode_chat(messages, mode="training")) > SHORT_SEQUENCE
+    assert counter.passed == 0

@@ -19,9 +19,8 @@ import hashlib
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from functools import cached_property, partial
-from itertools import accumulate, islice
+from itertools import islice
 from operator import itemgetter
 from typing import Literal
 
@@ -31,17 +30,17 @@ import sentencepiece as spm
 from . import chat_format
 from .chat_format import Dialect, Marker
 from .conversation import check_text, from_record, with_tools
+from .encoding import ID_DTYPE, MASK_DTYPE, Encoding
 from .errors import ConversationError, ReservedTokenError, TokenizerError
 from .formatter import TrainOn, content_stretches, format_chat, render_runs, wants_generation_prompt
 from .options import EncodeOptions, options_of
 from .reserved import POLICIES, ReservedPolicy, ReservedText
 from .specials import SpecialTokens, find_dialect, find_reserved_pieces
+from .whole_text import FREE, MARKER, Splitter, WholeText
 
 __all__ = ["ChatMode", "Encoding", "GemmaTokenizer"]
 
 ChatMode = Literal["training", "inference"]
-MASK_DTYPE = np.int8
-ID_DTYPE = np.int32
 # Records per SentencePiece call when a batch is pipelined: big enough to keep its threads
 # busy, small enough that formatting the next chunk overlaps with encoding this one.
 PIPELINE_CHUNK = 1024
@@ -51,49 +50,12 @@ FEW_TEXTS = 16
 # Texts shorter than this skip the segment cache: encoding them again costs less than
 # remembering them (the cache is for recurring prompts, declarations and instructions).
 SHORT_TEXT = 32
+# One conversation (encode_chat) goes segment by segment when one of its texts this long was
+# seen before: from there the segment cache saves more than the segments cost over one string.
+WORTH_CACHING = 512
 # Ids the segment cache holds at most (4 bytes each): recurring system prompts, tool
 # declarations and instructions are encoded once. 0 turns the cache off.
 SEGMENT_CACHE_IDS = 1 << 22
-# A unit's length in a whole-conversation encode (see GemmaTokenizer._whole_plan): a
-# marker's is 1 and a free text's is what its markers leave.
-MARKER, FREE = -1, -2
-# One conversation up to this many characters of text is encoded with one SentencePiece call
-# (a prompt: the per-call and per-segment costs dominate); a longer one segment by segment.
-WHOLE_TEXT_CHARS = 4096
-# Up to this many ids, a whole-conversation encode is split with plain Python, beyond with numpy.
-SHORT_SEQUENCE = 256
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class Encoding:
-    """Token ids and the loss mask, aligned by position.
-
-    ``loss_mask[i]`` is 1 when token ``i`` is one the model must learn to produce (a model
-    turn's content and its ``<end_of_turn>``), 0 otherwise (BOS, turn headers, user turns).
-    With the Gemma 3 tokenizer, user "Hi" and model "Hello" in training mode give:
-
-        piece      <bos> <sot> user  \\n   Hi   <eot>  \\n  <sot> model  \\n  Hello <eot>  \\n
-        ids            2   105 2364  107 10979  106  107   105  4368  107  9259  106  107
-        loss_mask      0     0    0    0     0    0    0     0     0    0     1    1    0
-    """
-
-    ids: np.ndarray
-    loss_mask: np.ndarray
-    notes: tuple[str, ...] = ()  # what a documented rule dropped: "dropped_reasoning", ...
-
-    def __post_init__(self):
-        if self.ids.shape != self.loss_mask.shape or self.ids.ndim != 1:
-            raise ValueError(
-                f"ids {self.ids.shape} and loss_mask {self.loss_mask.shape} must be 1-D "
-                "arrays of one length"
-            )
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def to_dict(self) -> dict[str, list[int]]:
-        """Plain lists for JSON: ``{"input_ids": [...], "loss_mask": [...]}``."""
-        return {"input_ids": self.ids.tolist(), "loss_mask": self.loss_mask.tolist()}
 
 
 class GemmaTokenizer:
@@ -158,9 +120,7 @@ class GemmaTokenizer:
             constants.append(self.processor.encode(text))
         self._constant_ids = [np.array(ids, dtype=ID_DTYPE) for ids in constants]
         self._constant_texts = {text: constants[index] for text, index in self._text_index.items()}
-        self._is_marker = np.zeros(self.vocab_size, dtype=bool)
-        self._is_marker[list(specials.markers.values())] = True
-        self._marker_id_set = frozenset(specials.markers.values())
+        self._splitter = Splitter(specials.bos, specials.markers.values(), self.vocab_size)
         self._segments = SegmentCache(segment_cache)
 
     @classmethod
@@ -243,7 +203,7 @@ class GemmaTokenizer:
         conversation, runs = self._chat_runs(record, options, planner.keywords["checkpoint"])
         whole = self._whole_plan(conversation, runs, options.reserved)
         if whole is not None:
-            encoding = self._split_whole(whole, self.processor.encode(whole.text))
+            encoding = self._splitter.split(whole, self.processor.encode(whole.text))
             if encoding is not None:
                 return encoding
         return self._encode_by_segments(conversation, runs, options.reserved)
@@ -530,27 +490,21 @@ class GemmaTokenizer:
             bits.append(trainable)
         return plan
 
-    def _whole_plan(self, conversation, runs, reserved) -> _Whole | None:
-        """One conversation (:meth:`encode_chat`) as one text to encode with one
-        SentencePiece call: its turn text, markers spelled, as a plain encode of the rendered
-        template sees it. None where that cannot give the segment path's ids (content that
-        needs escaping, a marker the model lacks, two free texts between two markers): the
-        segment path takes it then. So does a conversation of more than WHOLE_TEXT_CHARS
-        characters: there SentencePiece's own work dominates, and the segment path's cache
-        serves the texts it has seen before (a repeated system prompt) without it. Batches
-        always take the segment path: measured side by side, splitting each conversation's
-        ids cost more than the fewer, longer SentencePiece calls saved.
-
-        Markers are pieces SentencePiece never merges with their neighbours, and every
-        constant text (the newline after a turn, ``model\\n``) ends with a newline piece, so
-        the ids of the whole text are the ids of its segments end to end. That is checked on
-        the ids (:meth:`_split_whole`), not assumed, and a property test compares both paths
-        on both real tokenizers.
+    def _whole_plan(self, conversation, runs, reserved) -> WholeText | None:
+        """The conversation as one text to encode (see whole_text.py): its turn text, markers
+        spelled, as a plain encode of the rendered template sees it. None where that cannot
+        give the segment path's ids (content that needs escaping, a marker the model lacks,
+        two free texts between two markers), and where the segment cache can do better: a
+        long text seen before (a recurring system prompt or tool declaration) is served from
+        the cache, or kept there, on the segment path. Reserved text the policy refuses
+        raises here, located.
         """
         marker_ids, constants, spelled = self.specials.markers, self._constant_texts, self.dialect.pieces
-        whole = _Whole(conversation.notes, runs)
+        cache = self._segments
+        whole = WholeText(conversation.notes)
         strings, expected, bits, known = [], whole.expected, whole.bits, whole.known
-        free_in_group, size = False, 0
+        constant_ids = whole.constant_ids
+        free_in_group, long_texts = False, []
         for value, bit in runs:
             if type(value) is not str:
                 token_id = marker_ids.get(value)
@@ -564,6 +518,7 @@ class GemmaTokenizer:
                 ids = constants.get(value)
                 if ids is not None:
                     known.append(len(ids))
+                    constant_ids += ids
                 else:
                     if free_in_group:
                         return None
@@ -573,45 +528,14 @@ class GemmaTokenizer:
                             return None
                         self._plan_runs(conversation, runs, _Texts(), reserved)  # raises, located
                     known.append(FREE)
+                    if len(value) >= WORTH_CACHING:
+                        long_texts.append(value)
                 strings.append(value)
-                size += len(value)
             bits.append(bit)
-        if size > WHOLE_TEXT_CHARS:
+        if long_texts and cache.capacity and not cache.first_sightings(long_texts):
             return None
         whole.text = "".join(strings)
         return whole
-
-    def _split_whole(self, whole: _Whole, encoded) -> Encoding | None:
-        """The Encoding of ``whole`` from the ids of its text (a list or an array), or None
-        when the ids do not split into its units exactly as the segment path gives them:
-        marker ids where the runs put them, and each constant text's own ids in its place."""
-        short = len(encoded) + 1 <= SHORT_SEQUENCE  # plain Python beats numpy's per-call cost
-        if short:
-            ids = [self.specials.bos, *(encoded if type(encoded) is list else encoded.tolist())]
-            is_marker = self._marker_id_set
-            where = [k for k, token_id in enumerate(ids) if token_id in is_marker]
-            if [ids[k] for k in where] != whole.expected:
-                return None
-        else:
-            ids = np.empty(len(encoded) + 1, dtype=ID_DTYPE)
-            ids[0], ids[1:] = self.specials.bos, encoded
-            found = np.flatnonzero(self._is_marker[ids])
-            if len(found) != len(whole.expected) or not np.array_equal(ids[found], whole.expected):
-                return None
-            where = found.tolist()
-        lengths = _unit_lengths(whole.known, where, len(ids))
-        if lengths is None:
-            return None
-        starts = list(accumulate(lengths, initial=0))
-        constants, runs = self._constant_texts, whole.runs
-        for unit, length in enumerate(lengths):
-            if whole.known[unit] >= 0 and unit:
-                start = starts[unit]
-                segment = ids[start:start + length]
-                if (segment if short else segment.tolist()) != constants[runs[unit - 1][0]]:
-                    return None  # a constant text did not come out as its own ids
-        mask = np.repeat(np.array(whole.bits, dtype=MASK_DTYPE), lengths)
-        return Encoding(np.asarray(ids, dtype=ID_DTYPE), mask, whole.notes)
 
     def _add_text(self, plan, texts, text, bit, reserved, locate) -> None:
         """Add ``text`` to ``plan``, applying the reserved-text policy."""
@@ -677,21 +601,6 @@ class GemmaTokenizer:
         return results
 
 
-class _Whole:
-    """One conversation to encode as one text (:meth:`GemmaTokenizer._whole_plan`): the text
-    and per unit (BOS, then each run) its mask bit and length (MARKER, a constant's, FREE);
-    ``expected`` the marker ids in order."""
-
-    __slots__ = ("notes", "runs", "text", "expected", "bits", "known")
-
-    def __init__(self, notes: tuple[str, ...], runs):
-        self.notes, self.runs = notes, runs
-        self.text = ""
-        self.expected: list[int] = []
-        self.bits: list[int] = [0]
-        self.known: list[int] = [1]
-
-
 def _unpickle_tokenizer(model_proto: bytes, path, dialect, segment_cache: int) -> GemmaTokenizer:
     return GemmaTokenizer(model_proto, path=path, dialect=dialect, segment_cache=segment_cache)
 
@@ -753,6 +662,19 @@ class SegmentCache:
         if self.sighted(text):  # hashes, not texts: long unique messages must not pile up
             texts.keep.append(index)
         return index
+
+    def first_sightings(self, texts: list[str]) -> bool:
+        """True when none of ``texts`` is held or was sighted before: they are then noted as
+        sighted (the whole-text path encodes them). False: the segment path should take
+        them, so that the cache serves or keeps them."""
+        held, seen = self.ids, self.seen
+        keys = [hash(text) for text in texts]
+        if any(key in seen for key in keys) or any(text in held for text in texts):
+            return False
+        if len(seen) + len(keys) > self.SEEN_KEPT:
+            seen.clear()
+        seen.update(keys)
+        return True
 
     def sighted(self, text: str) -> bool:
         """Note a sighting of ``text``; True from its second on (then :meth:`store` its ids)."""
@@ -875,44 +797,6 @@ def _check_something_to_learn(conversation, train_on: TrainOn) -> None:
             role=model,
             fix="Give the model turn its answer, or drop the conversation",
         )
-
-
-def _unit_lengths(known: list[int], markers_at: list[int], total: int) -> list[int] | None:
-    """Each unit's length in a whole-conversation encode of ``total`` ids.
-
-    ``known`` holds BOS (1), then per run MARKER, a constant text's length, or FREE (a text
-    whose length is what its group leaves); ``markers_at`` the ids' positions of the markers.
-    The ids between two markers are one group: at most one FREE unit each, and the lengths
-    must add up exactly; None when they do not.
-    """
-    lengths = list(known)
-    group_start, used, free = 1, 0, None
-    marker_positions = iter([*markers_at, total])
-
-    def close(end: int) -> bool:
-        span = end - group_start
-        if free is None:
-            return span == used
-        lengths[free] = span - used
-        return span - used >= 0
-
-    for unit in range(1, len(known)):
-        length = known[unit]
-        if length == MARKER:
-            position = next(marker_positions)
-            if not close(position):
-                return None
-            lengths[unit] = 1
-            group_start, used, free = position + 1, 0, None
-        elif length == FREE:
-            if free is not None:
-                return None
-            free = unit
-        else:
-            used += length
-    if not close(next(marker_positions)):
-        return None
-    return lengths
 
 
 def _check_reserved(reserved) -> None:
