@@ -471,23 +471,30 @@ class GemmaTokenizer:
         return conversation, runs
 
     def _plan_runs(self, conversation, runs, texts, reserved) -> _Plan:
-        locate = _locate_in_conversation(conversation, self.reserved)
         plan = _Plan(conversation.notes)
-        plan.add(self._bos_index, 0)
-        # The hot loop: markers and constant text are placed inline.
         pieces, bits = plan.pieces, plan.bits
+        pieces.append(self._bos_index)
+        bits.append(0)
+        # The hot loop: markers, constant texts and texts without reserved text are placed
+        # inline; reserved text goes through _add_text and its policy.
         markers, constants = self._marker_index, self._text_index
-        for value, trainable in runs:
+        find = None if reserved == "allow" else self.reserved.find
+        place, first_text = self._segments.place, len(self._constant_ids)  # texts follow the constants
+        for value, bit in runs:
             if type(value) is not str:
-                if value not in markers:
+                index = markers.get(value)
+                if index is None:
                     self._unsupported_marker(value, conversation)
-                pieces.append(markers[value])
-            elif value in constants:
-                pieces.append(constants[value])
             else:
-                self._add_text(plan, texts, value, trainable, reserved, locate)
-                continue
-            bits.append(trainable)
+                index = constants.get(value)
+                if index is None:
+                    if find is not None and find(value):
+                        locate = _locate_in_conversation(conversation, self.reserved)
+                        self._add_text(plan, texts, value, bit, reserved, locate)
+                        continue
+                    index = first_text + place(value, texts)
+            pieces.append(index)
+            bits.append(bit)
         return plan
 
     def _whole_plan(self, conversation, runs, reserved) -> WholeText | None:
