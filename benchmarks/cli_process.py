@@ -3,7 +3,8 @@
     python benchmarks/cli_process.py --tokenizer gemma3.model --corpus ../shared/corpus \
         --files tau_bench_airline.jsonl gpteacher.jsonl medicalgpt_sft.jsonl kdconv_zh.jsonl
 
-Three pairs of processes, alternated and timed by wall clock, best of ``--repeat``:
+Three pairs of processes, alternated and timed by wall clock (and, for the data, by CPU
+seconds of all their threads, steadier on a shared machine), best of ``--repeat``:
 
 - start-up: ``import sentencepiece`` and load the model, against ``import gemma_turns``'s
   encode command and ``GemmaTokenizer.load`` of the same model;
@@ -13,7 +14,9 @@ Three pairs of processes, alternated and timed by wall clock, best of ``--repeat
   file, for the named files together and for the whole folder.
 
 Records are the conversations of the files that encode in training mode with the default
-reserved-text guard, written to one JSONL file per set. Not a test: speed is never asserted anywhere.
+reserved-text guard, written to one JSONL file per set. Run it with PYTHONDONTWRITEBYTECODE
+unset, as a user's install is: otherwise every process compiles the package again (0.05 s).
+Not a test: speed is never asserted anywhere.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -50,19 +54,24 @@ GT_START = (
 )
 
 
-def wall(command: list[str]) -> float:
+def timed(command: list[str]) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system, all threads) of one run of ``command``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return elapsed, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def best_pair(repeat: int, first: list[str], second: list[str]) -> tuple[float, float]:
-    """Best wall time of each command, run alternately so that both see the same machine."""
+def best_pair(repeat: int, first: list[str], second: list[str]) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Best (wall, CPU) seconds of each command, run alternately so that both see the same
+    machine; each minimum is taken on its own."""
     a, b = [], []
     for _ in range(repeat):
-        a.append(wall(first))
-        b.append(wall(second))
-    return min(a), min(b)
+        a.append(timed(first))
+        b.append(timed(second))
+    return tuple(map(min, zip(*a))), tuple(map(min, zip(*b)))
 
 
 def gemma_turns_command() -> list[str]:
@@ -99,7 +108,7 @@ def main(argv=None) -> int:
     sets["whole corpus"] = sorted(corpus.glob("*.jsonl"))
 
     python = sys.executable
-    sp_start, gt_start = best_pair(
+    (sp_start, _), (gt_start, _) = best_pair(
         max(args.repeat, 5),
         [python, "-c", SP_START.format(model=args.tokenizer)],
         [python, "-c", GT_START.format(model=args.tokenizer)],
@@ -107,7 +116,8 @@ def main(argv=None) -> int:
     print(f"start-up (best of {max(args.repeat, 5)}): SentencePiece import + load {sp_start:.3f} s, "
           f"gemma-turns import + load {gt_start:.3f} s: {gt_start - sp_start:+.3f} s")
 
-    print(f"\n{'data':<16} {'records':>8} {'MB':>6} {'floor s':>8} {'CLI s':>7} {'x floor':>8}")
+    print(f"\n{'data':<16} {'records':>8} {'MB':>6} {'floor s':>8} {'CLI s':>7} {'x floor':>8}"
+          f" {'floor CPU s':>12} {'CLI CPU s':>10} {'x floor':>8}")
     with tempfile.TemporaryDirectory() as scratch:
         for name, files in sets.items():
             data = Path(scratch) / "data.jsonl"
@@ -118,9 +128,9 @@ def main(argv=None) -> int:
                    "--threads", str(args.threads), str(data),
                    "-o", str(Path(scratch) / "out.npz"), "--pack", "--max-length", str(args.max_length),
                    "--truncation", "truncate"]
-            floor_time, cli_time = best_pair(args.repeat, floor, cli)
+            (floor_time, floor_cpu), (cli_time, cli_cpu) = best_pair(args.repeat, floor, cli)
             print(f"{name:<16} {records:>8} {megabytes:>6.1f} {floor_time:>8.2f} {cli_time:>7.2f} "
-                  f"{cli_time / floor_time:>8.2f}")
+                  f"{cli_time / floor_time:>8.2f} {floor_cpu:>12.2f} {cli_cpu:>10.2f} {cli_cpu / floor_cpu:>8.2f}")
     return 0
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import cached_property, partial
@@ -480,6 +481,7 @@ class GemmaTokenizer:
         markers, constants = self._marker_index, self._text_index
         find = None if reserved == "allow" else self.reserved.find
         place, first_text = self._segments.place, len(self._constant_ids)  # texts follow the constants
+        shortest = self._segments.shortest
         for value, bit in runs:
             if type(value) is not str:
                 index = markers.get(value)
@@ -492,7 +494,11 @@ class GemmaTokenizer:
                         locate = _locate_in_conversation(conversation, self.reserved)
                         self._add_text(plan, texts, value, bit, reserved, locate)
                         continue
-                    index = first_text + place(value, texts)
+                    if len(value) < shortest:  # SegmentCache.place's first case, inline
+                        index = first_text + len(texts)
+                        texts.append(value)
+                    else:
+                        index = first_text + place(value, texts)
             pieces.append(index)
             bits.append(bit)
         return plan
@@ -644,6 +650,8 @@ class SegmentCache:
 
     def __init__(self, capacity: int):
         self.capacity = capacity
+        # Texts shorter than this are encoded again, never looked up (see SHORT_TEXT).
+        self.shortest = SHORT_TEXT if capacity else sys.maxsize
         self.ids: dict[str, np.ndarray] = {}
         self.held = 0
         self.seen: set[int] = set()  # hashes of texts met once (a collision only caches early)
@@ -651,7 +659,7 @@ class SegmentCache:
 
     def place(self, text: str, texts: _Texts) -> int:
         """The index of ``text`` in ``texts``, adding it (or its cached ids) when new."""
-        if not self.capacity or len(text) < SHORT_TEXT:  # short: cheaper to encode again
+        if len(text) < self.shortest:
             texts.append(text)
             return len(texts) - 1
         index = texts.index.get(text)

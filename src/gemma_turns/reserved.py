@@ -47,14 +47,15 @@ class ReservedText:
         longest = max((len(p) for p in self.pieces), default=3) - 2
         self._candidate = re.compile(rf"<[^<>\[\]\s]{{1,{longest}}}>|\[[^<>\[\]\s]{{1,{longest}}}\]")
         # Every reserved piece starts with one of these few stems ("<unused" stands for
-        # 6,242 pieces): text with none of them is decided by substring searches alone.
-        self._stems = tuple(sorted(set(TRAILING_NUMBER.sub("", lines).split("\n")) - {""}))
+        # 6,242 pieces): text with none of them is decided by one search for them all.
+        stems = sorted(set(TRAILING_NUMBER.sub("", lines).split("\n")) - {""})
+        self._has_stem = re.compile("|".join(map(re.escape, stems)) or "(?!)").search
 
     def find(self, text: str) -> list[tuple[int, str]]:
         """``(character offset, piece)`` of each reserved piece in ``text``, left to right."""
         if "<" not in text and "[" not in text:
             return []  # the common case, decided without the regex
-        if not any(stem in text for stem in self._stems):
+        if not self._has_stem(text):
             return []  # code and HTML: brackets, but no reserved piece
         return [
             (match.start(), match.group())
