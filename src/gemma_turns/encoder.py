@@ -37,7 +37,7 @@ from .formatter import TrainOn, content_stretches, format_chat, render_runs, wan
 from .options import EncodeOptions, options_of
 from .reserved import POLICIES, ReservedPolicy, ReservedText
 from .specials import SpecialTokens, find_dialect, find_reserved_pieces
-from .whole_text import FREE, MARKER, Splitter, WholeText
+from .whole_text import Splitter, WholeText
 
 __all__ = ["ChatMode", "Encoding", "GemmaTokenizer"]
 
@@ -514,37 +514,42 @@ class GemmaTokenizer:
         """
         marker_ids, constants, spelled = self.specials.markers, self._constant_texts, self.dialect.pieces
         cache = self._segments
-        whole = WholeText(conversation.notes)
-        strings, expected, bits, known = [], whole.expected, whole.bits, whole.known
-        constant_ids = whole.constant_ids
-        free_in_group, long_texts = False, []
+        whole = WholeText(conversation.notes, self.specials.bos)
+        strings, bits, lengths, fixed_ids, groups = [], whole.bits, whole.lengths, whole.fixed_ids, whole.groups
+        free, before, fixed = -1, 0, 0  # the open group: its free unit, the fixed ids before it, in all
+        long_texts = []
         for value, bit in runs:
             if type(value) is not str:
                 token_id = marker_ids.get(value)
                 if token_id is None:
                     return None
-                expected.append(token_id)
+                groups.append((free, before, fixed))
+                free, before, fixed = -1, 0, 0
+                fixed_ids.append(token_id)
+                lengths.append(1)
                 strings.append(spelled[value])
-                known.append(MARKER)
-                free_in_group = False
             else:
                 ids = constants.get(value)
                 if ids is not None:
-                    known.append(len(ids))
-                    constant_ids += ids
+                    fixed_ids += ids
+                    lengths.append(len(ids))
+                    fixed += len(ids)
+                    if free < 0:
+                        before += len(ids)
                 else:
-                    if free_in_group:
-                        return None
-                    free_in_group = True
+                    if free >= 0:
+                        return None  # two free texts between two markers: lengths unknowable
                     if reserved != "allow" and self.reserved.find(value):
                         if reserved == "escape":
                             return None
                         self._plan_runs(conversation, runs, _Texts(), reserved)  # raises, located
-                    known.append(FREE)
+                    free = len(lengths)
+                    lengths.append(0)  # what the markers leave: found by the split
                     if len(value) >= WORTH_CACHING:
                         long_texts.append(value)
                 strings.append(value)
             bits.append(bit)
+        groups.append((free, before, fixed))
         if long_texts and cache.capacity and not cache.first_sightings(long_texts):
             return None
         whole.text = "".join(strings)

@@ -18,36 +18,35 @@ took as long for the whole texts as for the segments and the planning cost more.
 
 from __future__ import annotations
 
-from itertools import accumulate
-
 import numpy as np
 
 from .encoding import ID_DTYPE, MASK_DTYPE, Encoding
 
-__all__ = ["FREE", "MARKER", "Splitter", "WholeText"]
+__all__ = ["Splitter", "WholeText"]
 
-# A unit's length before the split: a marker's is 1, a constant text's is known, and a free
-# text's is what the markers around it leave.
-MARKER, FREE = -1, -2
-# Up to this many ids, the split is done with plain Python, beyond with numpy.
+# Up to this many ids, the markers are found with plain Python, beyond with numpy.
 SHORT_SEQUENCE = 256
 
 
 class WholeText:
-    """One conversation to encode as one string: ``text``, and per unit (BOS, then each run)
-    its mask bit (``bits``) and length (``known``: 1 for BOS, MARKER, a constant's length,
-    or FREE); ``expected``: the marker ids in order; ``constant_ids``: the constant texts'
-    ids end to end; ``notes``: the conversation's."""
+    """One conversation to encode as one string, ``text``, and what its split needs.
 
-    __slots__ = ("notes", "text", "expected", "bits", "known", "constant_ids")
+    Per unit (BOS, then each run): ``bits``, its mask bit, and ``lengths``, its length in
+    ids (1 for BOS and a marker, a constant text's, 0 for a free text until the split finds
+    it). ``fixed_ids``: the ids of every unit but the free texts, in order (BOS, markers,
+    constant texts). ``groups``: per stretch between two markers, ``(free, before, fixed)``:
+    the index of its free text (-1: none; at most one), and how many fixed ids come before
+    it and in all."""
 
-    def __init__(self, notes: tuple[str, ...]):
+    __slots__ = ("notes", "text", "bits", "lengths", "fixed_ids", "groups")
+
+    def __init__(self, notes: tuple[str, ...], bos: int):
         self.notes = notes
         self.text = ""
-        self.expected: list[int] = []
         self.bits: list[int] = [0]
-        self.known: list[int] = [1]
-        self.constant_ids: list[int] = []
+        self.lengths: list[int] = [1]
+        self.fixed_ids: list[int] = [bos]
+        self.groups: list[tuple[int, int, int]] = []
 
 
 class Splitter:
@@ -61,67 +60,41 @@ class Splitter:
 
     def split(self, whole: WholeText, encoded: list[int]) -> Encoding | None:
         """The Encoding of ``whole`` from the ids of its text, or None when they do not
-        split into its units as the segment path gives them."""
-        if len(encoded) + 1 <= SHORT_SEQUENCE:  # plain Python beats numpy's cost per call
-            ids = [self.bos, *encoded]
+        split into its units as the segment path gives them.
+
+        The markers found in the ids end the groups; a group's free text has the length its
+        fixed ids leave. Then everything outside the free texts must be exactly
+        ``fixed_ids``: BOS, each marker and each constant text as its own ids.
+        """
+        ids = [self.bos, *encoded]
+        array = np.array(ids, dtype=ID_DTYPE)
+        if len(ids) <= SHORT_SEQUENCE:  # plain Python beats numpy's cost per call
             markers = self.marker_set
-            where = [k for k, token_id in enumerate(ids) if token_id in markers]
-            if [ids[k] for k in where] != whole.expected:
-                return None
+            ends = [k for k, token_id in enumerate(ids) if token_id in markers]
         else:
-            ids = np.empty(len(encoded) + 1, dtype=ID_DTYPE)
-            ids[0], ids[1:] = self.bos, encoded
-            found = np.flatnonzero(self.is_marker[ids])
-            if len(found) != len(whole.expected) or not np.array_equal(ids[found], whole.expected):
-                return None
-            where = found.tolist()
-        lengths = _unit_lengths(whole.known, where, len(ids))
-        if lengths is None:
+            ends = np.flatnonzero(self.is_marker[array]).tolist()
+        groups = whole.groups
+        if len(ends) + 1 != len(groups):
             return None
-        constant_ids: list[int] = []
-        for start, length, known in zip(accumulate(lengths, initial=0), lengths, whole.known):
-            if known > 0 and start:  # a constant text (the unit at 0 is BOS)
-                segment = ids[start:start + length]
-                constant_ids += segment if type(segment) is list else segment.tolist()
-        if constant_ids != whole.constant_ids:
-            return None  # a constant text did not come out as its own ids
+        ends.append(len(ids))
+        lengths = whole.lengths
+        outside: list[int] = []
+        start = 1  # the first group starts after BOS
+        cursor = 0  # ids up to here are in ``outside`` or a free text
+        for (free, before, fixed), end in zip(groups, ends):
+            left = end - start - fixed
+            if free < 0:
+                if left:
+                    return None
+            else:
+                if left < 0:
+                    return None
+                lengths[free] = left
+                outside += ids[cursor:start + before]
+                cursor = start + before + left
+            start = end + 1
+        outside += ids[cursor:]
+        if outside != whole.fixed_ids:
+            return None  # a marker or a constant text did not come out as its own ids
         mask = np.repeat(np.array(whole.bits, dtype=MASK_DTYPE), lengths)
-        return Encoding(np.asarray(ids, dtype=ID_DTYPE), mask, whole.notes)
-
-
-def _unit_lengths(known: list[int], markers_at: list[int], total: int) -> list[int] | None:
-    """Each unit's length in a whole-conversation encode of ``total`` ids.
-
-    ``known`` holds BOS (1), then per run MARKER, a constant text's length, or FREE (a text
-    whose length is what its group leaves); ``markers_at`` the ids' positions of the markers.
-    The ids between two markers are one group: at most one FREE unit each, and the lengths
-    must add up exactly; None when they do not.
-    """
-    lengths = list(known)
-    group_start, used, free = 1, 0, None
-    marker_positions = iter([*markers_at, total])
-
-    def close(end: int) -> bool:
-        span = end - group_start
-        if free is None:
-            return span == used
-        lengths[free] = span - used
-        return span - used >= 0
-
-    for unit in range(1, len(known)):
-        length = known[unit]
-        if length == MARKER:
-            position = next(marker_positions)
-            if not close(position):
-                return None
-            lengths[unit] = 1
-            group_start, used, free = position + 1, 0, None
-        elif length == FREE:
-            if free is not None:
-                return None
-            free = unit
-        else:
-            used += length
-    if not close(next(marker_positions)):
-        return None
-    return lengths
+        return Encoding(array, mask, whole.notes)
