@@ -150,3 +150,30 @@ def test_a_long_conversation_is_split_with_numpy_alike(tok, monkeypatch):
     _same_both_ways(tok, messages, mode="inference")
     assert len(tok.encode_chat(messages, mode="training")) > SHORT_SEQUENCE
     assert counter.passed == 0
+
+
+def test_the_split_refuses_ids_that_do_not_fit_the_plan(fixture_tokenizer):
+    """Each check of Splitter.split: marker count, group lengths, and the fixed ids."""
+    from gemma_turns.conversation import from_record
+    from gemma_turns.formatter import render_runs
+    from gemma_turns.options import EncodeOptions
+
+    tok = _uncached(fixture_tokenizer)
+    messages = [{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello"}]
+    conversation = from_record(messages, tok.dialect, EncodeOptions(mode="training"))
+
+    def planned():
+        runs = render_runs(conversation, add_generation_prompt=False, checkpoint=None)
+        return tok._whole_plan(conversation, runs, "refuse")
+
+    encoded = tok.processor.encode(planned().text)
+    assert tok._splitter.split(planned(), list(encoded)) is not None
+    from gemma_turns.chat_format import Marker
+
+    close, newline = tok.specials.markers[Marker.TURN_CLOSE], tok.specials.newline
+    assert tok._splitter.split(planned(), [t for t in encoded if t != close]) is None  # markers missing
+    assert tok._splitter.split(planned(), [*encoded[:2], close, *encoded[2:]]) is None  # one too many
+    last_newline = len(encoded) - 1 - encoded[::-1].index(newline)
+    assert tok._splitter.split(planned(), [*encoded[:last_newline], *encoded[last_newline + 1:]]) is None  # a group too short
+    swapped = [*encoded[:last_newline], tok.processor.piece_to_id("a"), *encoded[last_newline + 1:]]
+    assert tok._splitter.split(planned(), swapped) is None  # a constant text with other ids
