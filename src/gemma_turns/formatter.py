@@ -112,7 +112,9 @@ def render_runs(
     turns = conversation.turns
     opening = (Marker.TURN_OPEN, 0)
     model, header_end, turn_end = dialect.trained_role, dialect.header_end, dialect.turn_end
-    last_model = max((k for k, t in enumerate(turns) if t.role == model and not t.continues), default=-1)
+    last_model = -1  # where the last model turn starts: what train_on="last" trains from
+    if train_on == "last":
+        last_model = max((k for k, t in enumerate(turns) if t.role == model and not t.continues), default=-1)
     system = conversation.system
     folded = system is not None and dialect.system == "first_user_turn"  # into the first turn
     if dialect.system == "own_turn" and (
