@@ -74,3 +74,14 @@ def packed_records(path) -> list[tuple]:
             ids, mask = arrays["input_ids"][r][where], arrays["loss_mask"][r][where]
             out.append((file, int(row[s]), ids.tolist(), mask.tolist()))
     return sorted(out)
+
+
+def two_inputs(directory: Path, first: int, second: int) -> list[Path]:
+    """Two JSONL inputs made from the sample, for runs over several files: ``a.jsonl`` is
+    ``first`` copies of it; ``b.jsonl`` its lines reversed, a line that is not JSON and a
+    blank one (right after the sample's lines), then ``second`` copies."""
+    lines = SAMPLE.read_bytes().splitlines(keepends=True)
+    a, b = directory / "a.jsonl", directory / "b.jsonl"
+    a.write_bytes(b"".join(lines * first))
+    b.write_bytes(b"".join(reversed(lines)) + b"not json\n\n" + b"".join(lines * second))
+    return [a, b]

@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import FIXTURE_MODEL, SAMPLE, packed_records
+from conftest import FIXTURE_MODEL, packed_records, two_inputs
 
 from gemma_turns import ArrayOptions, EncodeOptions, GemmaTokenizer
 from gemma_turns.dataset import load_dataset, write_dataset
@@ -27,11 +27,7 @@ def tokenizer():
 
 @pytest.fixture()
 def inputs(tmp_path):
-    lines = SAMPLE.read_bytes().splitlines(keepends=True)
-    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
-    a.write_bytes(b"".join(lines * 5))
-    b.write_bytes(b"".join(reversed(lines)) + b"not json\n\n" + b"".join(lines * 3))
-    return [str(a), str(b)]
+    return [str(path) for path in two_inputs(tmp_path, 5, 3)]
 
 
 def in_process(job, chunks):

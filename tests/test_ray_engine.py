@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FIXTURE_MODEL, ROOT, SAMPLE, packed_records
+from conftest import FIXTURE_MODEL, ROOT, SAMPLE, packed_records, two_inputs
 
 from gemma_turns.cli import main
 from gemma_turns.dataset import load_dataset
@@ -72,11 +72,7 @@ def ray_cluster():
 
 @pytest.fixture()
 def inputs(tmp_path):
-    lines = SAMPLE.read_bytes().splitlines(keepends=True)
-    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
-    a.write_bytes(b"".join(lines * 40))
-    b.write_bytes(b"".join(reversed(lines)) + b"not json\n\n" + b"".join(lines * 20))
-    return [a, b]
+    return two_inputs(tmp_path, 40, 20)
 
 
 def segments(path):
