@@ -199,9 +199,8 @@ class GemmaTokenizer:
         ``earlier_reasoning`` (see EncodeOptions).
         """
         options = options_of(options, keywords)
-        planner = self._chat_planner(options)
         record = with_tools(messages, tools)
-        conversation, runs = self._chat_runs(record, options, planner.keywords["checkpoint"])
+        conversation, runs = self._chat_runs(record, options, self._checkpoint(options))
         whole = self._whole_plan(conversation, runs, options.reserved)
         if whole is not None:
             encoding = self._splitter.split(whole, self.processor.encode(whole.text))
@@ -360,10 +359,13 @@ class GemmaTokenizer:
 
     def _chat_planner(self, options: EncodeOptions):
         """``plan(record, texts)`` with these options, checked once."""
+        return partial(self._plan_chat, options=options, checkpoint=self._checkpoint(options))
+
+    def _checkpoint(self, options: EncodeOptions):
+        """The dialect's checkpoint named by ``options``, once its mode is checked."""
         if options.mode not in ("training", "inference"):
             raise ValueError(f"mode must be 'training' or 'inference', got {options.mode!r}")
-        checkpoint = self.dialect.checkpoint(options.checkpoint)
-        return partial(self._plan_chat, options=options, checkpoint=checkpoint)
+        return self.dialect.checkpoint(options.checkpoint)
 
     def _encode_pts(self, texts, add_eos, reserved, num_threads, *, collect_errors):
         _check_reserved(reserved)
@@ -687,13 +689,10 @@ class SegmentCache:
         """True when none of ``texts`` is held or was sighted before: they are then noted as
         sighted (the whole-text path encodes them). False: the segment path should take
         them, so that the cache serves or keeps them."""
-        held, seen = self.ids, self.seen
         keys = [hash(text) for text in texts]
-        if any(key in seen for key in keys) or any(text in held for text in texts):
+        if any(key in self.seen for key in keys) or any(text in self.ids for text in texts):
             return False
-        if len(seen) + len(keys) > self.SEEN_KEPT:
-            seen.clear()
-        seen.update(keys)
+        self._note_seen(keys)
         return True
 
     def sighted(self, text: str) -> bool:
@@ -701,10 +700,14 @@ class SegmentCache:
         key = hash(text)
         if key in self.seen:
             return True
-        if len(self.seen) >= self.SEEN_KEPT:
-            self.seen.clear()
-        self.seen.add(key)
+        self._note_seen([key])
         return False
+
+    def _note_seen(self, keys: list[int]) -> None:
+        """Remember ``keys`` as seen once; the set is bounded, emptied when it would overflow."""
+        if len(self.seen) + len(keys) > self.SEEN_KEPT:
+            self.seen.clear()
+        self.seen.update(keys)
 
     def store(self, text: str, ids: np.ndarray) -> None:
         """Remember the ids of ``text``, the oldest segments going first beyond capacity."""
