@@ -33,7 +33,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -52,6 +51,7 @@ from .store import (
     ArrayWriter,
     AtomicText,
     Dataset,
+    RunOutput,
     build_manifest,
     check_paths,
     iter_shards,
@@ -434,12 +434,11 @@ def write_dataset(
         pad_id=tokenizer.specials.pad,
         padding=array_options.padding,
     )
-    reject_file = None
     # Closed rows become arrays in blocks as they come, while the encoder works on later
     # lines; a shard is one block, a single .npz is written from all its blocks at the end.
     block_rows = shard_size or (BLOCK_ROWS if array_options.max_length is not None else None)
-    try:
-        reject_file = AtomicText(rejects, stdout=sys.stdout) if rejects is not None else None
+    with RunOutput(target, rejects) as output:
+        reject_file = output.rejects
         write_reject = (
             None
             if reject_file is None
@@ -508,14 +507,7 @@ def write_dataset(
             rejects=rejects,
             file_format=target.file_format,
         )
-        manifest_path, files = target.commit(manifest)
-        if reject_file is not None:
-            reject_file.commit()
-    except BaseException:
-        target.abort()
-        if reject_file is not None:
-            reject_file.abort()
-        raise
+        manifest_path, files = output.commit(manifest)
     return Written(manifest_path, files, manifest, counts)
 
 

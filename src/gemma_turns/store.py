@@ -35,6 +35,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
@@ -54,6 +55,7 @@ __all__ = [
     "AtomicText",
     "Dataset",
     "OutputLock",
+    "RunOutput",
     "Stored",
     "build_manifest",
     "check_paths",
@@ -859,6 +861,41 @@ class AtomicText:
         self.abort()
         where = "standard output" if self.temporary is None else self.name
         return DatasetError(f"cannot write {where}: {error.strerror or error}", path=self.name)
+
+
+class RunOutput:
+    """What one run writes: its arrays (``target``) and, when ``rejects`` names one, its
+    rejects file (``self.rejects``, an AtomicText). In a ``with`` block both are committed
+    together by :meth:`commit`, or both abandoned if the block raises (the commit included),
+    so a failed run leaves neither half-written. ``write_dataset`` and the distributed
+    driver share it."""
+
+    def __init__(self, target: ArrayWriter, rejects: str | os.PathLike | None):
+        self.target = target
+        self.rejects_path = rejects
+        self.rejects: AtomicText | None = None
+
+    def __enter__(self) -> RunOutput:
+        try:
+            if self.rejects_path is not None:
+                self.rejects = AtomicText(self.rejects_path, stdout=sys.stdout)
+        except BaseException:
+            self.target.abort()
+            raise
+        return self
+
+    def commit(self, manifest: dict) -> tuple[Path, tuple[Path, ...]]:
+        """Commit the arrays with ``manifest``, then the rejects file; the arrays' paths."""
+        written = self.target.commit(manifest)
+        if self.rejects is not None:
+            self.rejects.commit()
+        return written
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is not None:
+            self.target.abort()
+            if self.rejects is not None:
+                self.rejects.abort()
 
 
 def _umask() -> int:

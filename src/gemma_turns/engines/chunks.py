@@ -38,7 +38,6 @@ import hashlib
 import io
 import json
 import os
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -52,7 +51,7 @@ from ..fit import fit_lines
 from ..jsonl import MAX_RECORD_BYTES, read_lines
 from ..options import ArrayOptions, EncodeOptions
 from ..records import Counts
-from ..store import ArrayWriter, AtomicText, build_manifest, check_paths, write_npz
+from ..store import ArrayWriter, RunOutput, build_manifest, check_paths, write_npz
 
 __all__ = ["Chunk", "ChunkWorker", "Job", "plan_chunks", "write_chunked"]
 
@@ -329,9 +328,8 @@ def write_chunked(
     check_paths(inputs=names, output=output, sharded=True, rejects=rejects)
     chunks, described = plan_chunks(names, chunk_bytes=chunk_bytes)
     target = ArrayWriter(output, sharded=True, compress=compress)
-    reject_file = None
-    try:
-        reject_file = AtomicText(rejects, stdout=sys.stdout) if rejects is not None else None
+    with RunOutput(target, rejects) as output:
+        reject_file = output.rejects
         job = Job(
             tokenizer=os.path.abspath(tokenizer.path),
             tokenizer_sha256=tokenizer.sha256,
@@ -366,14 +364,7 @@ def write_chunked(
                 "pack_scope": pack_scope,
             },
         )
-        manifest_path, files = target.commit(manifest)
-        if reject_file is not None:
-            reject_file.commit()
-    except BaseException:
-        target.abort()
-        if reject_file is not None:
-            reject_file.abort()
-        raise
+        manifest_path, files = output.commit(manifest)
     return Written(manifest_path, files, manifest, counts)
 
 
