@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from conftest import SAMPLE
-from gemma_turns import GemmaTokenizer
 from gemma_turns.arrays import best_fit, cu_seqlens, pack_rows, pad_batch, segment_lengths
 from gemma_turns.errors import SequenceTooLongError
 from gemma_turns.hf import IGNORE_INDEX, labels, map_fn, segment_attention_mask

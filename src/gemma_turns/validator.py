@@ -678,7 +678,7 @@ class _Check:
         for k, ids in zip(owners, encoded):
             canonical[k].extend(ids)
         bad, where, expected = [], [], []
-        spaced, spaced_where, spaced_what = [], [], []
+        spaced_where, spaced_what = [], []
         for k, (ids, again) in enumerate(zip(runs, canonical)):
             if ids != again:
                 d = next((i for i, (x, y) in enumerate(zip(ids, again)) if x != y), min(len(ids), len(again)))
