@@ -457,3 +457,16 @@ def test_gguf_that_lost_the_reserved_pieces_is_refused(tmp_path):
     path = write_gguf(FIXTURE_MODEL, tmp_path / "vocab.gguf", with_config=False)
     with pytest.raises(TokenizerError, match=r'token 16 \("\\n"\) is typed NORMAL'):
         GemmaTokenizer.load(path)
+
+
+def test_a_jsonl_file_given_as_the_tokenizer_is_named_for_what_it_is_not(tmp_path):
+    """A data file passed as --tokenizer starts like a tokenizer.json: say it is no
+    tokenizer, and what to pass instead."""
+    from gemma_turns.errors import TokenizerError
+
+    data = tmp_path / "data.jsonl"
+    data.write_bytes(SAMPLE.read_bytes())
+    with pytest.raises(TokenizerError) as caught:
+        GemmaTokenizer.load(data)
+    assert str(data) in str(caught.value)
+    assert "is not a tokenizer" in str(caught.value) and "tokenizer.model" in str(caught.value)

@@ -250,7 +250,11 @@ def model_from_tokenizer_json(data: bytes, *, path: str | None = None) -> bytes:
     try:
         tree = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise TokenizerError(f"{where} is not valid JSON ({error})", path=path) from None
+        raise TokenizerError(
+            f"{where} is not a tokenizer: it starts like a tokenizer.json but is not valid JSON "
+            f"({error}); pass a tokenizer.model, a checkpoint folder, its tokenizer.json or a GGUF file",
+            path=path,
+        ) from None
     model = tree.get("model") if isinstance(tree, dict) else None
     if not isinstance(model, dict) or model.get("type") != "BPE" or not isinstance(model.get("vocab"), dict):
         found = model.get("type") if isinstance(model, dict) else None
