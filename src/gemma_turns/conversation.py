@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 from .chat_format import GEMMA3, Dialect, Marker
@@ -78,11 +77,12 @@ class Turn(NamedTuple):
     weight: int | None = None  # 0: never trained, 1: trained, None: as train_on says
 
 
-@dataclass(frozen=True, slots=True)
-class Conversation:
+class Conversation(NamedTuple):
     """A checked conversation; the formatter places ``system`` (the text as rendered) as the
     dialect says. ``tools`` are the declarations, in Gemma's tool syntax; ``thinking`` the
-    thinking switch; ``notes`` what was dropped by a documented rule (``dropped_reasoning``)."""
+    thinking switch; ``notes`` what was dropped by a documented rule (``dropped_reasoning``).
+    A named tuple, like its turns: one is built for every record, and a frozen dataclass
+    costs several times as much to build."""
 
     system: str | None
     turns: tuple[Turn, ...]
@@ -99,7 +99,7 @@ def from_record(record: object, dialect: Dialect, options: EncodeOptions) -> Con
     whose kwargs override the options' defaults."""
     thinking, preserve, tools = options.enable_thinking, options.preserve_thinking, None
     messages = record
-    if isinstance(record, Mapping) and "messages" in record:
+    if type(record) is not list and isinstance(record, Mapping) and "messages" in record:
         messages, tools = record["messages"], record.get("tools")
         kwargs = record.get("chat_template_kwargs") or {}
         if not isinstance(kwargs, Mapping):
@@ -379,7 +379,7 @@ def _normalize_with_tools(messages, dialect, tools, thinking, preserve_thinking,
         system, spans = _system_of(messages[0], dialect)
         start = 1
     user, model = dialect.user_role, dialect.trained_role
-    last_user = max((k for k in range(start, len(roles)) if dialect.role_of(roles[k]) == user), default=-1)
+    last_user = next((k for k in range(len(roles) - 1, start - 1, -1) if dialect.role_of(roles[k]) == user), -1)
     declarations = _declarations(tools)
     turns: list[Turn] = []
     notes: list[str] = []
@@ -418,7 +418,8 @@ def _normalize_with_tools(messages, dialect, tools, thinking, preserve_thinking,
             parts = _content_parts(message, index, given, dialect)
         if role == model and strip_thoughts:
             parts = tuple(_strip_thoughts(p, dialect) if type(p) is str else p for p in parts)
-        weight = _weight(message, index, given, role == model)
+        plain = len(message) == 2 and "content" in message  # role and content: nothing more to read
+        weight = None if plain else _weight(message, index, given, role == model)
         if role != model:
             turns.append(Turn(role, parts, index, weight=weight))
             previous, index = role, index + 1
@@ -432,8 +433,8 @@ def _normalize_with_tools(messages, dialect, tools, thinking, preserve_thinking,
                 role=given,
                 fix="Move the media into a user message or a tool result",
             )
-        calls = _tool_calls(message, index, given)
-        reasoning = _reasoning(message, index, given, dialect)
+        calls = [] if plain else _tool_calls(message, index, given)
+        reasoning = None if plain else _reasoning(message, index, given, dialect)
         if reasoning is not None and not (index > last_user or (preserve_thinking and calls)):
             if earlier_reasoning == "refuse":
                 raise ConversationError(
@@ -449,7 +450,7 @@ def _normalize_with_tools(messages, dialect, tools, thinking, preserve_thinking,
             reasoning = None
             notes.append("dropped_reasoning")
         after = index + 1
-        results = _embedded_results(message, index, given, calls)
+        results = [] if plain else _embedded_results(message, index, given, calls)
         if calls and not results:
             while after < len(messages) and roles[after] == "tool":
                 results.append(_tool_result(messages[after], after, calls))
@@ -463,7 +464,7 @@ def _normalize_with_tools(messages, dialect, tools, thinking, preserve_thinking,
                 field="tool_calls",
                 fix="Give one role 'tool' message per call, right after this message",
             )
-        following = next((roles[k] for k in range(after, len(roles))), None)
+        following = roles[after] if after < len(roles) else None
         # Only "assistant" messages join (as in the official template): a "model" message
         # is a turn of its own.
         next_is_model = given == "assistant" and following == "assistant"

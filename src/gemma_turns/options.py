@@ -118,7 +118,7 @@ def options_of(options: EncodeOptions | None, keywords: dict, **defaults) -> Enc
     keywords = {**defaults, **keywords}
     if "mode" not in keywords:
         raise TypeError("mode is required: 'training' or 'inference'")
-    key = tuple((name, type(value), value) for name, value in sorted(keywords.items()))  # 1 is not True
+    key = (*keywords.items(), *map(type, keywords.values()))  # with the types: 1 is not True
     try:
         return _RECENT[key]
     except (KeyError, TypeError):  # new, or an unhashable value (reported below)
