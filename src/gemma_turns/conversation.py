@@ -106,8 +106,9 @@ def from_record(record: object, dialect: Dialect, options: EncodeOptions) -> Con
             raise ConversationError(
                 "chat_template_kwargs must be an object", code="bad_record", field="chat_template_kwargs"
             )
-        thinking = _flag(kwargs, "enable_thinking", thinking)
-        preserve = _flag(kwargs, "preserve_thinking", preserve)
+        if kwargs:
+            thinking = _flag(kwargs, "enable_thinking", thinking)
+            preserve = _flag(kwargs, "preserve_thinking", preserve)
     return normalize_messages(
         messages,
         dialect,

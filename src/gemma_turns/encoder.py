@@ -800,7 +800,8 @@ def _check_something_to_learn(conversation, train_on: TrainOn) -> None:
             fix="Add the model's answer, or encode it with mode='inference'",
         )
     if last.weight is None and not last.continues and train_on == "all" and last.parts and type(last.parts[0]) is str:
-        if last.parts[0].strip() or last.calls or last.reasoning is not None:
+        text = last.parts[0]
+        if (text and not text.isspace()) or last.calls or last.reasoning is not None:
             return  # the common case: the final answer has text
     turns = [turn for turn in conversation.turns if turn.role == model]
     if train_on == "last":
