@@ -152,6 +152,24 @@ def test_a_long_conversation_is_split_with_numpy_alike(tok, monkeypatch):
     assert counter.passed == 0
 
 
+@pytest.mark.parametrize("turns", [4, 40])
+def test_the_mask_is_the_same_for_few_units_and_many(tok, turns, monkeypatch):
+    """Few units: set a slice per trained unit; many: np.repeat (whole_text.MANY_UNITS)."""
+    from gemma_turns.options import options_of
+    from gemma_turns.whole_text import MANY_UNITS
+
+    tok = _uncached(tok)
+    messages = [{"role": "user" if k % 2 == 0 else "assistant", "content": f"turn {k}: {'why? ' * (k % 3)}"}
+                for k in range(turns)]
+    conversation, runs = tok._chat_runs(messages, options_of(None, {"mode": "training"}), None)
+    units = len(tok._whole_plan(conversation, runs, "refuse").bits)
+    assert (units > MANY_UNITS) == (turns == 40)  # both ways of building the mask are run
+    counter = Counting(tok, monkeypatch)
+    _same_both_ways(tok, messages, mode="training", train_newline=True)
+    _same_both_ways(tok, messages, mode="training", train_on="last")
+    assert (counter.answered, counter.passed) == (2, 0)
+
+
 def test_the_split_refuses_ids_that_do_not_fit_the_plan(fixture_tokenizer):
     """Each check of Splitter.split: marker count, group lengths, and the fixed ids."""
     from gemma_turns.conversation import from_record

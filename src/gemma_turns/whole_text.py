@@ -26,6 +26,9 @@ __all__ = ["Splitter", "WholeText"]
 
 # Up to this many ids, the markers are found with plain Python, beyond with numpy.
 SHORT_SEQUENCE = 256
+# Up to this many units (BOS, markers, texts), the mask is set a slice per trained unit,
+# beyond by ``np.repeat``, whose cost does not grow with them.
+MANY_UNITS = 64
 
 
 class WholeText:
@@ -102,7 +105,7 @@ class Splitter:
 def _mask(bits: list[int], lengths: list[int], size: int) -> np.ndarray:
     """Each unit's bit over its length. A short conversation has a few dozen units and a
     few trained ones: zeros and a slice set for each trained unit cost half of ``np.repeat``."""
-    if len(bits) > SHORT_SEQUENCE:
+    if len(bits) > MANY_UNITS:
         return np.repeat(np.array(bits, dtype=MASK_DTYPE), lengths)
     mask = np.zeros(size, dtype=MASK_DTYPE)
     position = 0
