@@ -1,6 +1,8 @@
 """The segment cache changes no id: batches with repeated system prompts, tool declarations
 and messages give exactly the uncached path's ids and masks, on both dialects' tokenizers."""
 
+from collections import Counter
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -44,3 +46,33 @@ def test_cached_ids_are_the_uncached_ids(pair, data, monkeypatch):
     records = data.draw(st.lists(st.sampled_from(pool), min_size=2, max_size=12))  # repeats
     _same(cached, plain, records, monkeypatch, **options)
     assert cached._segments.held <= 64
+
+
+def test_short_texts_that_recur_go_to_sentencepiece_once(fixture4_tokenizer, monkeypatch):
+    """Tool syntax writes many short texts a record (``,``, ``STRING``): each distinct one
+    is encoded once in its batch, and across batches at most three times (its first
+    sighting; its second, whose ids are kept; the batch planned while that one is encoded),
+    whatever the number of batches; the ids stay the uncached ones."""
+    tools = [{"type": "function", "function": {
+        "name": f"tool_{k}", "description": "Look it up.",
+        "parameters": {"type": "object", "properties": {"q": {"type": "string"}, "n": {"type": "integer"}},
+                       "required": ["q"]}}} for k in range(3)]
+    records = [{"messages": [{"role": "user", "content": f"question {k}"},
+                             {"role": "assistant", "content": f"answer {k}"}], "tools": tools} for k in range(12)]
+    sent = {}
+    for capacity in (0, 1 << 16):
+        tok = GemmaTokenizer.load(fixture4_tokenizer.path, segment_cache=capacity)
+        strings = []
+        encode_texts = tok._encode_texts
+        monkeypatch.setattr(tok, "_encode_texts", lambda texts: (strings.extend(t for t in texts if type(t) is str),
+                                                                 encode_texts(texts))[1])
+        monkeypatch.setattr(encoder_module, "PIPELINE_CHUNK", 1)  # twelve batches
+        encodings = tok.encode_chat_batch(records, mode="training", num_threads=1)
+        sent[capacity] = (strings, [e.ids.tolist() for e in encodings])
+    (uncached, ids), (cached, cached_ids) = sent[0], sent[1 << 16]
+    assert cached_ids == ids
+    short = [t for t in uncached if len(t) < 32]
+    assert len(set(short)) < len(short)  # the premise: short texts recur
+    sent_cached = Counter(t for t in cached if len(t) < 32)
+    assert set(sent_cached) == set(short) and max(sent_cached.values()) == 3
+    assert sum(sent_cached.values()) * 3 < len(short)

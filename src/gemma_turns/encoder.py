@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import cached_property, partial
@@ -48,9 +47,6 @@ PIPELINE_CHUNK = 1024
 # Up to this many texts are encoded one SentencePiece call each: its batch call starts a
 # thread pool, which costs more than a few short encodes (a single conversation).
 FEW_TEXTS = 16
-# Texts shorter than this skip the segment cache: encoding them again costs less than
-# remembering them (the cache is for recurring prompts, declarations and instructions).
-SHORT_TEXT = 32
 # One conversation (encode_chat) goes segment by segment when one of its texts this long was
 # seen before: from there the segment cache saves more than the segments cost over one string.
 WORTH_CACHING = 512
@@ -483,7 +479,7 @@ class GemmaTokenizer:
         markers, constants = self._marker_index, self._text_index
         find = None if reserved == "allow" else self.reserved.find
         place, first_text = self._segments.place, len(self._constant_ids)  # texts follow the constants
-        shortest = self._segments.shortest
+        inline = not self._segments.capacity  # the cache off: every text is encoded again
         for value, bit in runs:
             if type(value) is not str:
                 index = markers.get(value)
@@ -496,7 +492,7 @@ class GemmaTokenizer:
                         locate = _locate_in_conversation(conversation, self.reserved)
                         self._add_text(plan, texts, value, bit, reserved, locate)
                         continue
-                    if len(value) < shortest:  # SegmentCache.place's first case, inline
+                    if inline:
                         index = first_text + len(texts)
                         texts.append(value)
                     else:
@@ -649,24 +645,26 @@ class SegmentCache:
     instruction can take its ids from here: invisible in the output (a test compares every id
     with the uncached path). Within a batch each distinct text is encoded once; across
     batches a segment is kept from its second sighting on (sightings are remembered as
-    hashes, a bounded set), at most ``capacity`` ids, the oldest going first. ``capacity=0`` turns both off. Only the thread that plans and builds
-    batches touches it.
+    hashes, a bounded set), at most ``capacity`` ids, the oldest going first. ``capacity=0``
+    turns both off. Only the thread that plans and builds batches touches it.
     """
 
     SEEN_KEPT = 1 << 16
 
     def __init__(self, capacity: int):
         self.capacity = capacity
-        # Texts shorter than this are encoded again, never looked up (see SHORT_TEXT).
-        self.shortest = SHORT_TEXT if capacity else sys.maxsize
         self.ids: dict[str, np.ndarray] = {}
         self.held = 0
         self.seen: set[int] = set()  # hashes of texts met once (a collision only caches early)
         self.served_tokens = 0  # ids that came from here rather than from SentencePiece
 
     def place(self, text: str, texts: _Texts) -> int:
-        """The index of ``text`` in ``texts``, adding it (or its cached ids) when new."""
-        if len(text) < self.shortest:
+        """The index of ``text`` in ``texts``, adding it (or its cached ids) when new.
+
+        Short texts too: SentencePiece's batch call costs about 5 µs a string, however
+        short, and tool syntax writes dozens of short texts a record, most of them the same
+        (``,``, ``STRING``, ``}},required:[``); looking one up costs a tenth of that."""
+        if not self.capacity:
             texts.append(text)
             return len(texts) - 1
         index = texts.index.get(text)
