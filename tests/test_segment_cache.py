@@ -48,7 +48,7 @@ def test_cached_ids_are_the_uncached_ids(pair, data, monkeypatch):
     assert cached._segments.held <= 64
 
 
-def test_short_texts_that_recur_go_to_sentencepiece_once(fixture4_tokenizer, monkeypatch):
+def test_short_texts_that_recur_are_encoded_once_a_batch_then_served(fixture4_tokenizer, monkeypatch):
     """Tool syntax writes many short texts a record (``,``, ``STRING``): each distinct one
     is encoded once in its batch, and across batches at most three times (its first
     sighting; its second, whose ids are kept; the batch planned while that one is encoded),
@@ -63,9 +63,12 @@ def test_short_texts_that_recur_go_to_sentencepiece_once(fixture4_tokenizer, mon
     for capacity in (0, 1 << 16):
         tok = GemmaTokenizer.load(fixture4_tokenizer.path, segment_cache=capacity)
         strings = []
-        encode_texts = tok._encode_texts
-        monkeypatch.setattr(tok, "_encode_texts", lambda texts: (strings.extend(t for t in texts if type(t) is str),
-                                                                 encode_texts(texts))[1])
+
+        def counted(texts, encode_texts=tok._encode_texts, strings=strings):
+            strings.extend(t for t in texts if type(t) is str)  # a cached text is its ids already
+            return encode_texts(texts)
+
+        monkeypatch.setattr(tok, "_encode_texts", counted)
         monkeypatch.setattr(encoder_module, "PIPELINE_CHUNK", 1)  # twelve batches
         encodings = tok.encode_chat_batch(records, mode="training", num_threads=1)
         sent[capacity] = (strings, [e.ids.tolist() for e in encodings])

@@ -479,7 +479,7 @@ class GemmaTokenizer:
         markers, constants = self._marker_index, self._text_index
         find = None if reserved == "allow" else self.reserved.find
         place, first_text = self._segments.place, len(self._constant_ids)  # texts follow the constants
-        inline = not self._segments.capacity  # the cache off: every text is encoded again
+        inline = not self._segments.capacity  # the cache off: SegmentCache.place's first case, here
         for value, bit in runs:
             if type(value) is not str:
                 index = markers.get(value)
