@@ -3,6 +3,7 @@ and messages give exactly the uncached path's ids and masks, on both dialects' t
 
 from collections import Counter
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,7 +19,7 @@ SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[Healt
 def pair(request):
     """A tokenizer with a small cache (so eviction happens too) and the same without one."""
     tok = request.getfixturevalue(f"{request.param}_tokenizer")
-    return (GemmaTokenizer.load(tok.path, segment_cache=64), GemmaTokenizer.load(tok.path, segment_cache=0))
+    return (GemmaTokenizer.load(tok.path, segment_cache=1024), GemmaTokenizer.load(tok.path, segment_cache=0))
 
 
 def _same(cached, plain, records, monkeypatch, **options):
@@ -45,7 +46,7 @@ def test_cached_ids_are_the_uncached_ids(pair, data, monkeypatch):
         options = {"mode": "training"}
     records = data.draw(st.lists(st.sampled_from(pool), min_size=2, max_size=12))  # repeats
     _same(cached, plain, records, monkeypatch, **options)
-    assert cached._segments.held <= 64
+    assert cached._segments.held <= 1024
 
 
 def test_short_texts_that_recur_are_encoded_once_a_batch_then_served(fixture4_tokenizer, monkeypatch):
@@ -79,3 +80,14 @@ def test_short_texts_that_recur_are_encoded_once_a_batch_then_served(fixture4_to
     sent_cached = Counter(t for t in cached if len(t) < 32)
     assert set(sent_cached) == set(short) and max(sent_cached.values()) == 3
     assert sum(sent_cached.values()) * 3 < len(short)
+
+
+def test_the_capacity_bounds_the_memory_of_many_short_texts():
+    """Each entry costs ENTRY_IDS beyond its ids (about 250 bytes): a million one-id texts
+    cannot hold a million entries under a capacity counted in ids."""
+    cache = encoder_module.SegmentCache(4096)
+    for k in range(1000):
+        cache.store(f"text {k}", np.array([k], dtype=np.int32))
+    assert cache.held <= 4096
+    assert len(cache.ids) == 4096 // (1 + encoder_module.ENTRY_IDS)
+    assert f"text {999}" in cache.ids  # the newest stay, the oldest go

@@ -53,6 +53,9 @@ WORTH_CACHING = 512
 # Ids the segment cache holds at most (4 bytes each): recurring system prompts, tool
 # declarations and instructions are encoded once. 0 turns the cache off.
 SEGMENT_CACHE_IDS = 1 << 22
+# What one cached text costs beyond its ids (its dict slot, the text, the array: about 250
+# bytes), counted as ids, so that the capacity bounds the memory of many short texts too.
+ENTRY_IDS = 64
 
 
 class GemmaTokenizer:
@@ -709,13 +712,13 @@ class SegmentCache:
 
     def store(self, text: str, ids: np.ndarray) -> None:
         """Remember the ids of ``text``, the oldest segments going first beyond capacity."""
-        if text in self.ids or len(ids) > self.capacity // 4:
+        if text in self.ids or len(ids) + ENTRY_IDS > self.capacity // 4:
             return
         self.ids[text] = ids
-        self.held += len(ids)
+        self.held += len(ids) + ENTRY_IDS
         self.seen.discard(hash(text))
         while self.held > self.capacity:
-            self.held -= len(self.ids.pop(next(iter(self.ids))))
+            self.held -= len(self.ids.pop(next(iter(self.ids)))) + ENTRY_IDS
 
     def keep(self, texts: _Texts, encoded: list) -> list:
         """Remember the segments of ``texts`` marked for it, from their ``encoded`` ids."""
