@@ -112,3 +112,12 @@ def test_with_record_adds_the_record():
     assert error.record == 7
     assert str(error).startswith("record 7, message 2: bad")
     assert error.to_dict() == {"code": "x", "reason": "bad", "record": 7, "message_index": 2}
+
+
+def test_a_checked_conversation_is_not_taken_for_messages():
+    """A Conversation is a named tuple (of its system text, turns, ...), never a list of
+    messages: passing one back is refused as such, not read as messages."""
+    conversation = normalize_messages([user(), model()])
+    with pytest.raises(ConversationError, match="must be a list of messages, got Conversation") as caught:
+        normalize_messages(conversation)
+    assert caught.value.code == "bad_conversation"

@@ -162,8 +162,8 @@ def normalize_messages(
     gemma_turns.errors.ConversationError: message 0 (assistant): ...
     """
     if type(messages) is not list and (
-        isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence)
-    ):
+        isinstance(messages, (str, bytes, Conversation)) or not isinstance(messages, Sequence)
+    ):  # a Conversation is a tuple, but of its parts, not of messages
         raise ConversationError(
             f"a conversation must be a list of messages, got {type(messages).__name__}",
             code="bad_conversation",

@@ -50,8 +50,9 @@ FEW_TEXTS = 16
 # One conversation (encode_chat) goes segment by segment when one of its texts this long was
 # seen before: from there the segment cache saves more than the segments cost over one string.
 WORTH_CACHING = 512
-# Ids the segment cache holds at most (4 bytes each): recurring system prompts, tool
-# declarations and instructions are encoded once. 0 turns the cache off.
+# Ids the segment cache holds at most (4 bytes each; each entry counts ENTRY_IDS more):
+# recurring system prompts, tool declarations and instructions are encoded once. 0 turns the
+# cache off; under 4 * (ENTRY_IDS + 1) it keeps nothing across batches.
 SEGMENT_CACHE_IDS = 1 << 22
 # What one cached text costs beyond its ids (its dict slot, the text, the array: about 250
 # bytes), counted as ids, so that the capacity bounds the memory of many short texts too.
@@ -648,8 +649,9 @@ class SegmentCache:
     instruction can take its ids from here: invisible in the output (a test compares every id
     with the uncached path). Within a batch each distinct text is encoded once; across
     batches a segment is kept from its second sighting on (sightings are remembered as
-    hashes, a bounded set), at most ``capacity`` ids, the oldest going first. ``capacity=0``
-    turns both off. Only the thread that plans and builds batches touches it.
+    hashes, a bounded set), at most ``capacity`` ids (each entry counting ``ENTRY_IDS``
+    more), the oldest going first; none bigger than a quarter of it. ``capacity=0`` turns
+    both off. Only the thread that plans and builds batches touches it.
     """
 
     SEEN_KEPT = 1 << 16
