@@ -483,7 +483,6 @@ class GemmaTokenizer:
         markers, constants = self._marker_index, self._text_index
         find = None if reserved == "allow" else self.reserved.find
         place, first_text = self._segments.place, len(self._constant_ids)  # texts follow the constants
-        inline = not self._segments.capacity  # the cache off: SegmentCache.place's first case, here
         for value, bit in runs:
             if type(value) is not str:
                 index = markers.get(value)
@@ -496,11 +495,7 @@ class GemmaTokenizer:
                         locate = _locate_in_conversation(conversation, self.reserved)
                         self._add_text(plan, texts, value, bit, reserved, locate)
                         continue
-                    if inline:
-                        index = first_text + len(texts)
-                        texts.append(value)
-                    else:
-                        index = first_text + place(value, texts)
+                    index = first_text + place(value, texts)
             pieces.append(index)
             bits.append(bit)
         return plan
