@@ -8,9 +8,9 @@ up to about the CLI's own CPU time, which is printed last for comparison (its Se
 work runs in worker threads, whose CPU the process time includes). The encoder's own stages
 (planning, SentencePiece on the texts planned, assembly) run through its private methods, so
 that each is timed by itself. The checks, formatting and reserved-text scan the planner calls
-are also timed alone, as a breakdown of planning outside the sum. The planned batches are encoded after all
-planning, so the segment cache serves nothing across batches here (the CLI's first pass over
-the 4 corpus files: under 1%). Not a test.
+are also timed alone, as a breakdown of planning outside the sum. The planned batches are
+encoded after all planning, so the segment cache serves nothing across batches here (the
+CLI's first pass over the 4 corpus files: under 1%). Not a test.
 """
 
 from __future__ import annotations

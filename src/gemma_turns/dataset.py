@@ -437,8 +437,8 @@ def write_dataset(
     # Closed rows become arrays in blocks as they come, while the encoder works on later
     # lines; a shard is one block, a single .npz is written from all its blocks at the end.
     block_rows = shard_size or (BLOCK_ROWS if array_options.max_length is not None else None)
-    with RunOutput(target, rejects) as output:
-        reject_file = output.rejects
+    with RunOutput(target, rejects) as run:
+        reject_file = run.rejects
         write_reject = (
             None
             if reject_file is None
@@ -507,7 +507,7 @@ def write_dataset(
             rejects=rejects,
             file_format=target.file_format,
         )
-        manifest_path, files = output.commit(manifest)
+        manifest_path, files = run.commit(manifest)
     return Written(manifest_path, files, manifest, counts)
 
 

@@ -328,8 +328,8 @@ def write_chunked(
     check_paths(inputs=names, output=output, sharded=True, rejects=rejects)
     chunks, described = plan_chunks(names, chunk_bytes=chunk_bytes)
     target = ArrayWriter(output, sharded=True, compress=compress)
-    with RunOutput(target, rejects) as output:
-        reject_file = output.rejects
+    with RunOutput(target, rejects) as run:
+        reject_file = run.rejects
         job = Job(
             tokenizer=os.path.abspath(tokenizer.path),
             tokenizer_sha256=tokenizer.sha256,
@@ -364,7 +364,7 @@ def write_chunked(
                 "pack_scope": pack_scope,
             },
         )
-        manifest_path, files = output.commit(manifest)
+        manifest_path, files = run.commit(manifest)
     return Written(manifest_path, files, manifest, counts)
 
 
